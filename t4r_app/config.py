@@ -1,0 +1,275 @@
+"""The one typed configuration tree, loaded from YAML with ``key.sub=value`` overrides.
+
+Every field has a default and a help string (``field(metadata={"help": ...})``). Loading
+checks names and types and reports every problem with its dotted path, so a typo in a
+YAML file or on the command line fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def _field(default: Any, help: str, **checks: Any) -> Any:
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class PreprocessConfig:
+    on_bad_record: Literal["fail", "skip"] = _field(
+        "fail",
+        "What to do with a bad record: 'fail' stops with the file, record number and problem; "
+        "'skip' drops it and counts it by reason in stats.json.",
+    )
+    sequence_by: Literal["user", "record"] = _field(
+        "user", "Build one sequence per user (all records joined) or one per record (session)."
+    )
+    drop_consecutive_duplicates: bool = _field(
+        False, "Collapse runs of the same movie watched back to back into one interaction."
+    )
+    min_sequence_length: int = _field(
+        5,
+        "Leave out sequences shorter than this (after de-duplication); 5 as in the BERT4Rec paper.",
+        minimum=3,
+    )
+    max_seq_length: int = _field(
+        200, "Keep only the most recent this-many items of each example sequence.", minimum=2
+    )
+    require_titles: bool = _field(
+        True, "Reject records whose movie ids have no entry in the titles file (when one is given)."
+    )
+    rows_per_part: int = _field(
+        2_000_000,
+        "Interactions per parquet part written while streaming records; bounds the reader's memory.",
+        minimum=1000,
+    )
+    partitions: int = _field(
+        0,
+        "Dask partitions for the workflow; 0 picks one per ~2M interactions.",
+        minimum=0,
+    )
+
+
+@dataclass
+class SplitConfig:
+    protocol: Literal["leave_one_out", "temporal"] = _field(
+        "leave_one_out",
+        "leave_one_out: last item tests, second-to-last validates (BERT4Rec). temporal: global "
+        "time cut-offs; items before a cut-off are the input, the first one after it the target.",
+    )
+    valid_cutoff: int | None = _field(
+        None, "temporal: Unix time where validation targets start; null takes valid_quantile."
+    )
+    test_cutoff: int | None = _field(
+        None, "temporal: Unix time where test targets start; null takes test_quantile."
+    )
+    valid_quantile: float = _field(
+        0.8, "temporal: quantile of all interaction times used as valid_cutoff.", minimum=0.0, maximum=1.0
+    )
+    test_quantile: float = _field(
+        0.9, "temporal: quantile of all interaction times used as test_cutoff.", minimum=0.0, maximum=1.0
+    )
+
+
+@dataclass
+class DaskConfig:
+    scheduler_address: str | None = _field(
+        None, "Address of a running dask.distributed scheduler (tcp://host:8786) to run the workflow on."
+    )
+    n_workers: int = _field(
+        0, "Start a LocalCluster with this many single-threaded workers; 0 runs in this process.", minimum=0
+    )
+    memory_limit: str = _field("auto", "Memory limit per LocalCluster worker (e.g. '4GB').")
+
+
+@dataclass
+class AppConfig:
+    seed: int = _field(42, "Seed for every random choice (sampling, shuffling, initialisation).")
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
+
+    def validate(self) -> None:
+        if self.split.valid_quantile >= self.split.test_quantile:
+            raise ConfigError("split.valid_quantile must be below split.test_quantile")
+        cutoffs = (self.split.valid_cutoff, self.split.test_cutoff)
+        if None not in cutoffs and cutoffs[0] >= cutoffs[1]:
+            raise ConfigError("split.valid_cutoff must be before split.test_cutoff")
+        if self.dask.scheduler_address and self.dask.n_workers:
+            raise ConfigError("set dask.scheduler_address or dask.n_workers, not both")
+
+
+# ---------------------------------------------------------------- loading and checking
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return " | ".join(repr(v) for v in typing.get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(value: Any, annotation: Any, path: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, path)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, path)
+    raise ConfigError(f"{path}: unsupported type {_type_name(annotation)}")
+
+
+def _check_range(value: Any, spec: dataclasses.Field, path: str) -> None:
+    if value is None:
+        return
+    minimum, maximum = spec.metadata.get("minimum"), spec.metadata.get("maximum")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{path}: {value!r} is below the minimum {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{path}: {value!r} is above the maximum {maximum}")
+
+
+def _build(cls: type, values: Any, path: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    specs = {spec.name: spec for spec in dataclasses.fields(cls)}
+    for key in values:
+        if key not in specs:
+            where = f"{path}.{key}" if path else key
+            close = difflib.get_close_matches(str(key), specs, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown key '{where}'{hint}; valid keys here: {', '.join(specs)}")
+    kwargs = {}
+    for name, spec in specs.items():
+        if name not in values:
+            continue
+        where = f"{path}.{name}" if path else name
+        kwargs[name] = _coerce(values[name], hints[name], where)
+        _check_range(kwargs[name], spec, where)
+    return cls(**kwargs)
+
+
+def leaf_paths(cls: type = AppConfig, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Every settable dotted path of the tree, mapped to its field."""
+    paths: dict[str, dataclasses.Field] = {}
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        path = f"{prefix}{spec.name}"
+        if dataclasses.is_dataclass(hints[spec.name]):
+            paths.update(leaf_paths(hints[spec.name], f"{path}."))
+        else:
+            paths[path] = spec
+    return paths
+
+
+def _resolve_override_path(key: str) -> str:
+    paths = leaf_paths()
+    if key in paths:
+        return key
+    # A bare field name is accepted when it names exactly one field (on_bad_record=skip).
+    matches = [path for path in paths if path.rsplit(".", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ConfigError(f"override '{key}' is ambiguous: use one of {', '.join(matches)}")
+    close = difflib.get_close_matches(key, list(paths), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Set ``key.sub=value`` strings into a nested dict; values are parsed as YAML scalars."""
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override '{override}' must look like key.sub=value")
+        key, raw = override.split("=", 1)
+        path = _resolve_override_path(key.strip())
+        node = values
+        *parents, leaf = path.split(".")
+        for parent in parents:
+            if not isinstance(node.get(parent), dict):
+                node[parent] = {}
+            node = node[parent]
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
+    """Load the YAML file (defaults when None), apply overrides, check everything."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    values = apply_overrides(values, overrides or [])
+    config = _build(AppConfig, values, "")
+    config.validate()
+    return config
+
+
+def config_to_dict(config: AppConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: AppConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def describe_fields() -> str:
+    """One line per settable key with its default and help, for ``--help`` epilogs."""
+    lines = []
+    for path, spec in leaf_paths().items():
+        default = spec.default if spec.default is not dataclasses.MISSING else None
+        lines.append(f"  {path} (default {default!r}): {spec.metadata.get('help', '')}")
+    return "\n".join(lines)

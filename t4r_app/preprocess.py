@@ -1,0 +1,279 @@
+"""``t4r-app preprocess``: TFRecord shards -> interactions -> NVTabular sequences -> splits.
+
+Outputs under DATA_DIR::
+
+    interactions/      stage 1: one row per (user, session, movie, timestamp, event_order)
+    sequences/         every user's (or record's) encoded, time-ordered sequence
+    categories/        Categorify's fitted vocabulary, which the schemas point to
+    workflow/          the fitted NVTabular workflow (reloadable with nvt.Workflow.load)
+    train/ valid/ test/  the examples of the split protocol, with the merlin schema
+    item_mapping.parquet  item_id <-> movie_index <-> title, with interaction counts
+    stats.json         counts that reconcile from records read to examples written
+    config.yaml        the resolved configuration of this run
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import dask
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset  # noqa: F401  (registers pa.dataset)
+from tqdm.auto import tqdm
+
+from t4r_app.config import AppConfig, DaskConfig, save_config
+from t4r_app.interactions import write_interactions
+from t4r_app.sources import natural_key, resolve_source
+from workflow.ops import ITEM_LIST
+from workflow.sequences import (
+    FIRST_MOVIE_ID,
+    NULL_ID,
+    OOV_ID,
+    PADDING_ID,
+    RAW_MOVIE,
+    TIMESTAMP,
+    USER,
+    build_sequence_workflow,
+    build_split_workflow,
+    sequence_key,
+)
+from workflow.splits import ROLES, SplitRule
+
+ROWS_PER_PARTITION = 2_000_000
+
+
+class PreprocessError(RuntimeError):
+    """The input was readable but left nothing to build sequences from."""
+
+
+@dataclass
+class PreprocessResult:
+    output_dir: Path
+    stats: dict
+
+
+@contextlib.contextmanager
+def dask_client(settings: DaskConfig) -> Iterator[object | None]:
+    """A dask.distributed client when the config asks for one, else None (synchronous)."""
+    if not settings.scheduler_address and not settings.n_workers:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+    from merlin.core.utils import set_dask_client
+
+    # P2P shuffling (the 2023.7 default with a client) fails inside NVTabular's shuffle
+    # (dask/distributed#7816); the task-based shuffle is reliable and deterministic.
+    with dask.config.set({"dataframe.shuffle.method": "tasks"}), contextlib.ExitStack() as stack:
+        if settings.scheduler_address:
+            client = stack.enter_context(Client(settings.scheduler_address))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=settings.n_workers,
+                    threads_per_worker=1,
+                    memory_limit=settings.memory_limit,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        set_dask_client(client)
+        try:
+            yield client
+        finally:
+            set_dask_client(None)
+
+
+def read_parquet_columns(directory: Path, columns: list[str]) -> pa.Table:
+    """The given columns of every part in a merlin output folder, in file order."""
+    files = sorted(directory.glob("*.parquet"), key=lambda p: natural_key(p.name))
+    return pa.dataset.dataset([str(f) for f in files], format="parquet").to_table(columns=columns)
+
+
+def _list_lengths(directory: Path, column: str = ITEM_LIST) -> np.ndarray:
+    # A part with no rows can come back with a null-typed column: it has no lengths to add.
+    chunks = [c for c in read_parquet_columns(directory, [column])[column].chunks if not pa.types.is_null(c.type)]
+    if not chunks:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([pc.list_value_length(chunk).to_numpy(zero_copy_only=False) for chunk in chunks])
+
+
+def _length_summary(lengths: np.ndarray) -> dict:
+    if len(lengths) == 0:
+        return {"min": 0, "median": 0, "max": 0}
+    return {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())}
+
+
+def _temporal_cutoffs(config: AppConfig, interactions_dir: Path) -> tuple[int, int]:
+    split = config.split
+    if split.valid_cutoff is not None and split.test_cutoff is not None:
+        return split.valid_cutoff, split.test_cutoff
+    # Exact quantiles over one int64 column: 200 MB at 25M interactions.
+    times = read_parquet_columns(interactions_dir, [TIMESTAMP])[TIMESTAMP].to_numpy()
+    valid = split.valid_cutoff or int(np.quantile(times, split.valid_quantile, method="higher"))
+    test = split.test_cutoff or int(np.quantile(times, split.test_quantile, method="higher"))
+    if valid >= test:
+        raise PreprocessError(f"temporal cut-offs collapse: valid {valid} is not before test {test}")
+    return valid, test
+
+
+def _write_item_mapping(workflow_dir: Path, titles: dict[int, str] | None, output: Path) -> pd.DataFrame:
+    uniques = pd.read_parquet(workflow_dir / "categories" / f"unique.{RAW_MOVIE}.parquet")
+    mapping = pd.DataFrame(
+        {
+            "item_id": uniques.index.to_numpy(dtype=np.int64),
+            "movie_index": uniques[RAW_MOVIE].to_numpy(dtype=np.int64),
+            "interactions": uniques[f"{RAW_MOVIE}_size"].to_numpy(dtype=np.int64),
+        }
+    )
+    mapping["title"] = mapping["movie_index"].map(titles) if titles else None
+    mapping.to_parquet(output, index=False)
+    return mapping
+
+
+def _partitions(config: AppConfig, interactions: int) -> int:
+    return config.preprocess.partitions or max(1, -(-interactions // ROWS_PER_PARTITION))
+
+
+def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, titles_path: str | None = None) -> PreprocessResult:
+    import nvtabular as nvt  # heavy import: keep `t4r-app --help` fast
+
+    started = time.perf_counter()
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    save_config(config, output / "config.yaml")
+    source = resolve_source(input_path, titles_path)
+    titles = source.load_titles()
+    use_titles = titles if config.preprocess.require_titles else None
+    timings = {}
+
+    read_stats = write_interactions(
+        source, use_titles, config.preprocess.on_bad_record, config.preprocess.rows_per_part, output / "interactions"
+    )
+    timings["read_records"] = time.perf_counter() - started
+    if read_stats.interactions == 0:
+        raise PreprocessError(
+            f"no interaction left after reading {read_stats.records_read} records "
+            f"(rejected: {dict(read_stats.records_rejected) or 'none'}) from {source.description}"
+        )
+    partitions = _partitions(config, read_stats.interactions)
+    workflow_dir = output / "workflow"
+    sequences_dir = output / "sequences"
+    stage_started = time.perf_counter()
+    with dask_client(config.dask), tqdm(total=2 + len(ROLES), desc="workflow", unit=" stage") as stages:
+        stages.set_postfix_str("fit Categorify")
+        interactions = nvt.Dataset(str(output / "interactions" / "*.parquet"), engine="parquet", cpu=True)
+        sequence_workflow = build_sequence_workflow(
+            config.preprocess.sequence_by, config.preprocess.drop_consecutive_duplicates, output
+        )
+        sequence_workflow.fit(interactions)
+        stages.update()
+        stages.set_postfix_str("group sequences")
+        by_key = interactions.shuffle_by_keys([sequence_key(config.preprocess.sequence_by)], npartitions=partitions)
+        for stale in (sequences_dir, workflow_dir):
+            shutil.rmtree(stale, ignore_errors=True)
+        sequence_workflow.transform(by_key).to_parquet(str(sequences_dir), output_files=partitions)
+        sequence_workflow.save(str(workflow_dir))
+        stages.update()
+        timings["sequences"] = time.perf_counter() - stage_started
+
+        if config.split.protocol == "temporal":
+            valid_cutoff, test_cutoff = _temporal_cutoffs(config, output / "interactions")
+        else:
+            valid_cutoff = test_cutoff = None
+        rule = SplitRule(config.split.protocol, config.preprocess.max_seq_length, valid_cutoff, test_cutoff)
+        sequences = nvt.Dataset(str(sequences_dir / "*.parquet"), engine="parquet", cpu=True, schema=sequence_workflow.output_schema)
+        for role in ROLES:
+            stage_started = time.perf_counter()
+            stages.set_postfix_str(f"split {role}")
+            split_workflow = build_split_workflow(
+                sequence_workflow.output_schema, rule, role, config.preprocess.min_sequence_length
+            )
+            shutil.rmtree(output / role, ignore_errors=True)
+            split_workflow.transform(sequences).to_parquet(str(output / role), output_files=partitions)
+            stages.update()
+            timings[f"split_{role}"] = time.perf_counter() - stage_started
+
+    mapping = _write_item_mapping(workflow_dir, titles, output / "item_mapping.parquet")
+    stats = _collect_stats(config, read_stats, mapping, output, source.description, (valid_cutoff, test_cutoff))
+    timings["total"] = time.perf_counter() - started
+    stats["timings_s"] = {name: round(seconds, 3) for name, seconds in timings.items()}
+    (output / "stats.json").write_text(json.dumps(stats, indent=2))
+    return PreprocessResult(output, stats)
+
+
+def _collect_stats(config, read_stats, mapping, output: Path, description: str, cutoffs) -> dict:
+    sequence_lengths = _list_lengths(output / "sequences")
+    long_enough = sequence_lengths >= config.preprocess.min_sequence_length
+    sequences_table = read_parquet_columns(output / "sequences", [USER])
+    users = np.unique(sequences_table[USER].to_numpy()[long_enough]) if len(long_enough) else []
+    in_sequences = int(sequence_lengths.sum())
+    movie_count = len(mapping)
+    stats = {
+        "input": description,
+        **read_stats.as_dict(),
+        "interactions_dropped": {
+            "consecutive_duplicates": read_stats.interactions - in_sequences,
+            "short_sequences": int(sequence_lengths[~long_enough].sum()),
+        },
+        "interactions": int(sequence_lengths[long_enough].sum()),
+        "sequences": int(long_enough.sum()),
+        "sequences_dropped_short": int((~long_enough).sum()),
+        "users": int(len(users)),
+        "items": int(movie_count),
+        "item_ids": {
+            "padding": PADDING_ID,
+            "null": NULL_ID,
+            "out_of_vocabulary": OOV_ID,
+            "first_movie": FIRST_MOVIE_ID,
+            "last_movie": FIRST_MOVIE_ID + movie_count - 1,
+            "mask": FIRST_MOVIE_ID + movie_count,
+        },
+        "split": {"protocol": config.split.protocol, "valid_cutoff": cutoffs[0], "test_cutoff": cutoffs[1]},
+        "splits": {},
+    }
+    for role in ROLES:
+        lengths = _list_lengths(output / role)
+        stats["splits"][role] = {
+            "sequences": int(len(lengths)),
+            "interactions": int(lengths.sum()),
+            "length": _length_summary(lengths),
+        }
+    return stats
+
+
+def format_summary(stats: dict) -> str:
+    """The one-screen summary printed at the end of ``preprocess``."""
+    rejected = ", ".join(f"{k}: {v}" for k, v in stats["records_rejected"].items()) or "none"
+    shards_rejected = ", ".join(f"{k}: {v}" for k, v in stats["shards_rejected"].items()) or "none"
+    dropped = stats["interactions_dropped"]
+    ids = stats["item_ids"]
+    lines = [
+        f"input           {stats['input']}",
+        f"shards          {stats['shards_read']} read, rejected: {shards_rejected}",
+        f"records         {stats['records_read']:,} read = {stats['records_kept']:,} kept + "
+        f"{sum(stats['records_rejected'].values()):,} rejected ({rejected})",
+        f"interactions    {stats['interactions_read']:,} read -> {stats['interactions']:,} in sequences "
+        f"(dropped: {dropped['consecutive_duplicates']:,} consecutive duplicates, "
+        f"{dropped['short_sequences']:,} in {stats['sequences_dropped_short']:,} short sequences)",
+        f"users / items   {stats['users']:,} users, {stats['items']:,} movies "
+        f"(item ids {ids['first_movie']}..{ids['last_movie']}, padding {ids['padding']}, mask {ids['mask']})",
+        f"protocol        {stats['split']['protocol']}",
+        "split      sequences  interactions  length min / median / max",
+    ]
+    for role, split in stats["splits"].items():
+        length = split["length"]
+        lines.append(
+            f"{role:<10} {split['sequences']:>9,}  {split['interactions']:>12,}  "
+            f"{length['min']} / {length['median']:g} / {length['max']}"
+        )
+    lines.append(f"time            {stats['timings_s']['total']:.1f} s")
+    return "\n".join(lines)

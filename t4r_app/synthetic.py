@@ -1,0 +1,206 @@
+"""Generate a synthetic movie-sessions dataset in the user's layout, streaming.
+
+The world it simulates is built so that a sequence model has something to learn that
+neither popularity nor a first-order Markov chain captures on its own:
+
+* movies have Zipf-skewed popularity and belong to one of several taste groups;
+* each user has a taste group; most next movies are the *taste-specific* successor of the
+  last one (``successor[group, movie]``), so the last movie alone is ambiguous between
+  groups and the history tells which successor applies;
+* other steps draw from the user's group, from global popularity, or repeat the last movie;
+* watching happens in sessions separated by days, items within a session hours apart,
+  with occasional identical timestamps. A session is one record; records are shuffled
+  across shards.
+
+Users are generated in chunks, so 25M interactions never sit in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from t4r_app.example_codec import encode_examples
+from t4r_app.tfrecord_framing import write_framed_record
+
+ZIP_NAME = "recommandation.zip"  # the user's spelling of the archive
+DATASET_ROOT = "recommendation"
+_START_TIME = 1_420_070_400  # 2015-01-01
+_TIME_SPAN = 2 * 365 * 86_400
+_ADJECTIVES = (
+    "Silent Crimson Electric Broken Golden Hidden Last Midnight Northern Paper Quiet Restless "
+    "Savage Secret Shallow Silver Sleeping Starlit Stolen Sunday Tender Wandering Wild Winter"
+).split()
+_NOUNS = (
+    "Harbor Empire Garden River Kingdom Letter Machine Mirror Mountain Ocean Orchard Planet "
+    "Road Shadow Signal Station Storm Summer Tide Tower Valley Voyage Whisper Window"
+).split()
+
+
+@dataclass
+class GenerationSpec:
+    users: int
+    movies: int
+    seed: int = 0
+    shards: int = 4
+    mean_interactions: float = 40.0  # per user
+    mean_session_length: float = 5.0
+    follow_probability: float = 0.55  # next = taste-specific successor of the last movie
+    taste_probability: float = 0.25  # next = a movie of the user's group
+    repeat_probability: float = 0.03  # next = the last movie again
+    tie_probability: float = 0.05  # next has the same timestamp as the last
+    chunk_users: int = 20_000
+
+    def check(self) -> None:
+        if self.users < 1 or self.movies < 2 or self.shards < 1:
+            raise ValueError("generate needs at least 1 user, 2 movies and 1 shard")
+        if self.mean_interactions < 1:
+            raise ValueError("mean_interactions must be at least 1")
+
+
+@dataclass
+class GenerationSummary:
+    users: int
+    movies: int
+    records: int
+    interactions: int
+    shards: list[str]
+    titles: str
+    zip: str | None
+
+
+def movie_title(movie: int) -> str:
+    """A unique, deterministic, human-looking title for a movie index."""
+    adjective = _ADJECTIVES[movie % len(_ADJECTIVES)]
+    noun = _NOUNS[(movie // len(_ADJECTIVES)) % len(_NOUNS)]
+    sequel = movie // (len(_ADJECTIVES) * len(_NOUNS))
+    suffix = f" {sequel + 1}" if sequel else ""
+    return f"{adjective} {noun}{suffix} ({1950 + movie * 7 % 75})"
+
+
+class _World:
+    """Movie popularity, taste groups and successor tables shared by all users."""
+
+    def __init__(self, spec: GenerationSpec, rng: np.random.Generator):
+        self.groups = int(np.clip(spec.movies // 10, 2, 24))
+        popularity = 1.0 / np.arange(1, spec.movies + 1) ** 0.9
+        self.popularity = rng.permutation(popularity)
+        self.popularity_cdf = np.cumsum(self.popularity) / self.popularity.sum()
+        group_of_movie = rng.integers(0, self.groups, spec.movies)
+        group_of_movie[: self.groups] = np.arange(self.groups)  # no empty group
+        order = np.argsort(group_of_movie, kind="stable")
+        self.movies_by_group = order
+        weights = self.popularity[order]
+        self.group_cum = np.cumsum(weights)
+        bounds = np.searchsorted(group_of_movie[order], np.arange(self.groups + 1))
+        self.group_low = np.concatenate([[0.0], self.group_cum])[bounds[:-1]]
+        self.group_high = self.group_cum[bounds[1:] - 1]
+        self.successor = np.stack(
+            [self.sample_in_group(np.full(spec.movies, g), rng) for g in range(self.groups)]
+        )
+
+    def sample_in_group(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        low, high = self.group_low[groups], self.group_high[groups]
+        draw = low + rng.random(len(groups)) * (high - low)
+        index = np.minimum(np.searchsorted(self.group_cum, draw, side="right"), len(self.group_cum) - 1)
+        return self.movies_by_group[index]
+
+    def sample_popular(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.popularity_cdf, rng.random(count)), len(self.popularity) - 1)
+
+
+def _simulate_users(world: _World, spec: GenerationSpec, first_user: int, count: int, rng: np.random.Generator):
+    """Return (user per interaction, movie, timestamp, session id) for users [first, first+count)."""
+    lengths = np.minimum(1 + rng.geometric(1.0 / spec.mean_interactions, count), int(spec.mean_interactions * 10))
+    lengths = np.maximum(lengths - 1, 1)
+    taste = rng.integers(0, world.groups, count)
+    total = int(lengths.sum())
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    movies = np.empty(total, dtype=np.int64)
+    times = np.empty(total, dtype=np.int64)
+    session = np.empty(total, dtype=np.int64)
+    last_movie = world.sample_in_group(taste, rng)
+    clock = _START_TIME + rng.integers(0, _TIME_SPAN, count)
+    session_id = np.zeros(count, dtype=np.int64)
+    for step in range(int(lengths.max())):
+        active = np.flatnonzero(lengths > step)
+        n = len(active)
+        roll = rng.random(n)
+        follow = roll < spec.follow_probability
+        in_taste = ~follow & (roll < spec.follow_probability + spec.taste_probability)
+        repeat = ~follow & ~in_taste & (roll < spec.follow_probability + spec.taste_probability + spec.repeat_probability)
+        chosen = world.sample_popular(n, rng)
+        chosen[in_taste] = world.sample_in_group(taste[active[in_taste]], rng)
+        chosen[follow] = world.successor[taste[active[follow]], last_movie[active[follow]]]
+        chosen[repeat] = last_movie[active[repeat]]
+        if step > 0:
+            new_session = rng.random(n) < 1.0 / spec.mean_session_length
+            gap = rng.integers(5_400, 10_800, n)  # a movie's length: 1.5 to 3 hours
+            gap[rng.random(n) < spec.tie_probability] = 0
+            gap[new_session] = 86_400 + rng.exponential(10 * 86_400, int(new_session.sum())).astype(np.int64)
+            clock[active] += gap
+            session_id[active] += new_session
+        position = starts[active] + step
+        movies[position] = chosen
+        times[position] = clock[active]
+        session[position] = session_id[active]
+        last_movie[active] = chosen
+    users = np.repeat(np.arange(first_user, first_user + count, dtype=np.int64), lengths)
+    return users, movies, times, session
+
+
+def generate_dataset(spec: GenerationSpec, output: str | Path, make_zip: bool = False) -> GenerationSummary:
+    """Write ``output/recommendation/{dataset/data-*.tfrecord, movie_title_by_index.json}``."""
+    spec.check()
+    output = Path(output)
+    dataset_dir = output / DATASET_ROOT / "dataset"
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    for stale in dataset_dir.glob("data-*.tfrecord"):
+        stale.unlink()
+    rng = np.random.default_rng(spec.seed)
+    world = _World(spec, rng)
+    shard_paths = [dataset_dir / f"data-{i}.tfrecord" for i in range(spec.shards)]
+    shard_files = [open(path, "wb") for path in shard_paths]
+    records = interactions = 0
+    try:
+        with tqdm(total=spec.users, desc="generate", unit="users") as progress:
+            for first in range(0, spec.users, spec.chunk_users):
+                count = min(spec.chunk_users, spec.users - first)
+                users, movies, times, session = _simulate_users(world, spec, first, count, rng)
+                # A record is one (user, session); boundaries fall where either changes.
+                boundary = np.flatnonzero((np.diff(users) != 0) | (np.diff(session) != 0)) + 1
+                offsets = np.concatenate([[0], boundary, [len(users)]])
+                payloads = encode_examples(users[offsets[:-1]], offsets, movies, times)
+                shard_of_record = rng.integers(0, spec.shards, len(payloads))
+                for index in rng.permutation(len(payloads)):
+                    write_framed_record(shard_files[shard_of_record[index]], payloads[index])
+                records += len(payloads)
+                interactions += len(users)
+                progress.update(count)
+    finally:
+        for handle in shard_files:
+            handle.close()
+    titles_path = output / DATASET_ROOT / "movie_title_by_index.json"
+    titles_path.write_text(json.dumps({str(m): movie_title(m) for m in range(spec.movies)}, indent=0))
+    zip_path = None
+    if make_zip:
+        zip_path = output / ZIP_NAME
+        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            for path in [*shard_paths, titles_path]:
+                archive.write(path, path.relative_to(output).as_posix())
+    summary = GenerationSummary(
+        users=spec.users,
+        movies=spec.movies,
+        records=records,
+        interactions=interactions,
+        shards=[str(p) for p in shard_paths],
+        titles=str(titles_path),
+        zip=str(zip_path) if zip_path else None,
+    )
+    (output / "generation.json").write_text(json.dumps({"spec": asdict(spec), **asdict(summary)}, indent=2))
+    return summary

@@ -1,0 +1,93 @@
+"""Shared test helpers: shards written with the reference `tfrecord` package, and a preprocess runner.
+
+Shards are written with the `tfrecord` package's writer and protobuf classes, not with this
+project's codec, so the reader is checked against an independent implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tfrecord.writer import TFRecordWriter
+
+warnings.filterwarnings("ignore", message="Initializing an NVTabular Dataset in CPU mode")
+
+from t4r_app.config import load_config  # noqa: E402
+from t4r_app.preprocess import preprocess  # noqa: E402
+
+
+def session(user: int, movies: list[int], times: list[int]) -> dict:
+    return {"userIndex": ([user], "int"), "movieIndices": (movies, "int"), "timestamps": (times, "int")}
+
+
+def write_shard(path: Path, records: list[dict]) -> Path:
+    """Write records given as {feature: (values, 'int'|'float'|'byte')} with the reference writer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = TFRecordWriter(str(path))
+    for record in records:
+        writer.write(record)
+    writer.close()
+    return path
+
+
+def write_titles(path: Path, movies) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({str(m): f"Movie {m} (1999)" for m in movies}))
+    return path
+
+
+def run(input_path, output_dir, *overrides: str, titles: str | None = None):
+    config = load_config(None, list(overrides))
+    return preprocess(config, str(input_path), output_dir, titles_path=titles)
+
+
+def read_split(data_dir: Path, name: str) -> pd.DataFrame:
+    """A split (or sequences/) as a frame with plain Python lists, ordered by its key."""
+    files = sorted((Path(data_dir) / name).glob("*.parquet"))
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    for column in frame.columns:
+        if column.endswith("-list"):
+            frame[column] = frame[column].map(list)
+    key = "session_index" if "session_index" in frame else "user_index"
+    return frame.sort_values(key).reset_index(drop=True)
+
+
+def movie_of_item(data_dir: Path) -> dict[int, int]:
+    mapping = pd.read_parquet(Path(data_dir) / "item_mapping.parquet")
+    return dict(zip(mapping["item_id"], mapping["movie_index"]))
+
+
+def decoded(data_dir: Path, name: str) -> dict[int, list[int]]:
+    """{user (or session): [raw movie ids]} of a split."""
+    lookup = movie_of_item(data_dir)
+    frame = read_split(data_dir, name)
+    key = "session_index" if "session_index" in frame else "user_index"
+    return {int(k): [lookup[i] for i in items] for k, items in zip(frame[key], frame["item_id-list"])}
+
+
+@pytest.fixture
+def fixture_dataset(tmp_path: Path) -> Path:
+    """Two users' records spread over shards out of order, with timestamp ties.
+
+    user 7, time-ordered: 10@100 14@150 11@200 12@300 13@300 15@400
+      (12 and 13 tie at 300: 12 comes first in reading order)
+    user 3, time-ordered: 30@50 31@60 32@60 33@60 34@70 35@80
+      (31, 32 in shard 0 record 1; 33 in shard 10 record 0: shard 0 is read first)
+    """
+    root = tmp_path / "raw" / "recommendation"
+    dataset = root / "dataset"
+    write_shard(
+        dataset / "data-0.tfrecord",
+        [session(7, [12, 13], [300, 300]), session(3, [31, 32, 30], [60, 60, 50])],
+    )
+    write_shard(
+        dataset / "data-10.tfrecord",
+        [session(3, [33, 35, 34], [60, 80, 70]), session(7, [15], [400])],
+    )
+    write_shard(dataset / "data-2.tfrecord", [session(7, [10, 14, 11], [100, 150, 200])])
+    write_titles(root / "movie_title_by_index.json", range(10, 40))
+    return root.parent

@@ -1,0 +1,160 @@
+"""The ETL end to end on a hand-written fixture: exact sequences, splits, reconciliation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import nvtabular as nvt
+import pandas as pd
+import pytest
+from merlin.schema import Tags
+
+from conftest import decoded, read_split, run, session, write_shard, write_titles
+
+USER_7 = [10, 14, 11, 12, 13, 15]
+USER_3 = [30, 31, 32, 33, 34, 35]
+
+
+def test_sequences_are_time_ordered_with_ties_in_reading_order(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    run(fixture_dataset, out)
+    assert decoded(out, "sequences") == {3: USER_3, 7: USER_7}
+    times = read_split(out, "sequences").set_index("user_index")["timestamp-list"]
+    assert times[7] == [100, 150, 200, 300, 300, 400]
+    assert times[3] == [50, 60, 60, 60, 70, 80]
+
+
+def test_leave_one_out_holds_out_last_two_items(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    run(fixture_dataset, out)
+    train, valid, test = (decoded(out, role) for role in ("train", "valid", "test"))
+    for user, full in ((3, USER_3), (7, USER_7)):
+        assert train[user] == full[:-2]
+        assert valid[user] == full[:-1]  # input full[:-2], target full[-2]
+        assert test[user] == full  # input full[:-1], target full[-1]
+        # The targets' positions never reach the input of their own example.
+        assert len(train[user]) == len(full) - 2 and len(valid[user]) - 1 == len(full) - 2
+
+
+def test_truncation_keeps_most_recent_items(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    run(fixture_dataset, out, "max_seq_length=3")
+    assert decoded(out, "test")[7] == USER_7[-3:]
+    assert decoded(out, "valid")[7] == USER_7[-4:-1]
+    assert decoded(out, "train")[7] == USER_7[-5:-2]
+
+
+def test_temporal_split_uses_global_cutoffs(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    result = run(fixture_dataset, out, "split.protocol=temporal", "split.valid_cutoff=150", "split.test_cutoff=300")
+    train, valid, test = (decoded(out, role) for role in ("train", "valid", "test"))
+    # user 7: 10@100 14@150 11@200 12@300 13@300 15@400; user 3: all before 150.
+    assert train == {3: USER_3}  # user 7 has one item before 150: too short to train on
+    assert valid == {7: [10, 14]}  # input [10] (before 150), target 14 (first at/after 150, before 300)
+    assert test == {7: [10, 14, 11, 12]}  # input before 300, target 12, the first at 300 in reading order
+    assert result.stats["split"] == {"protocol": "temporal", "valid_cutoff": 150, "test_cutoff": 300}
+
+
+def test_temporal_targets_come_after_their_inputs_on_generated_data(generated_small, tmp_path):
+    out = tmp_path / "out"
+    result = run(generated_small, out, "split.protocol=temporal")
+    valid_cut, test_cut = result.stats["split"]["valid_cutoff"], result.stats["split"]["test_cutoff"]
+    for role, cutoff in (("valid", valid_cut), ("test", test_cut)):
+        frame = read_split(out, role)
+        assert len(frame) > 0
+        for times in frame["timestamp-list"]:
+            assert times[-1] >= cutoff and all(t < cutoff for t in times[:-1])
+    for times in read_split(out, "train")["timestamp-list"]:
+        assert max(times) < valid_cut
+
+
+def test_sequence_by_record_keeps_sessions_apart(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    run(fixture_dataset, out, "sequence_by=record", "min_sequence_length=3")
+    sessions = read_split(out, "sequences")
+    assert sorted(sessions["user_index"].tolist()) == [3, 3, 7, 7, 7]
+    by_session = decoded(out, "sequences")
+    # Records in reading order: data-0 #0, #1, data-2 #0, data-10 #0, #1 (natural shard order).
+    assert by_session == {0: [12, 13], 1: [30, 31, 32], 2: [10, 14, 11], 3: [33, 34, 35], 4: [15]}
+
+
+def test_consecutive_duplicates_are_dropped_and_counted(tmp_path):
+    root = tmp_path / "raw"
+    write_shard(root / "dataset" / "data-0.tfrecord", [session(1, [5, 5, 6, 6, 6, 7, 5, 8, 9], list(range(9)))])
+    write_titles(root / "movie_title_by_index.json", range(10))
+    out = tmp_path / "out"
+    result = run(root, out, "drop_consecutive_duplicates=true")
+    assert decoded(out, "sequences") == {1: [5, 6, 7, 5, 8, 9]}
+    assert read_split(out, "sequences")["timestamp-list"][0] == [0, 2, 5, 6, 7, 8]
+    assert result.stats["interactions_dropped"]["consecutive_duplicates"] == 3
+    assert result.stats["interactions"] == 6
+
+
+def test_counts_reconcile_from_records_to_sequences(fixture_dataset, tmp_path):
+    write_shard(fixture_dataset / "recommendation" / "dataset" / "data-3.tfrecord", [session(9, [10, 11], [1, 2])])
+    out = tmp_path / "out"
+    stats = run(fixture_dataset, out).stats
+    assert stats["records_read"] == stats["records_kept"] + sum(stats["records_rejected"].values()) == 6
+    dropped = stats["interactions_dropped"]
+    assert stats["interactions_read"] == stats["interactions"] + dropped["consecutive_duplicates"] + dropped["short_sequences"]
+    assert stats["interactions"] == 12 and dropped["short_sequences"] == 2
+    assert stats["users"] == 2 and stats["sequences"] == 2 and stats["sequences_dropped_short"] == 1
+    assert stats["splits"]["test"] == {"sequences": 2, "interactions": 12, "length": {"min": 6, "median": 6.0, "max": 6}}
+    assert json.loads((out / "stats.json").read_text())["records_read"] == 6
+
+
+def test_encoding_reserves_padding_and_mask_and_maps_back_to_titles(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    stats = run(fixture_dataset, out).stats
+    mapping = pd.read_parquet(out / "item_mapping.parquet")
+    assert sorted(mapping["movie_index"]) == sorted(USER_3 + USER_7)
+    assert mapping["item_id"].min() == 3 and mapping["item_id"].max() == 3 + len(mapping) - 1
+    assert (mapping["title"] == mapping["movie_index"].map(lambda m: f"Movie {m} (1999)")).all()
+    assert stats["item_ids"] == {"padding": 0, "null": 1, "out_of_vocabulary": 2, "first_movie": 3, "last_movie": 14, "mask": 15}
+    schema = nvt.Dataset(str(out / "train" / "*.parquet"), engine="parquet", cpu=True).schema
+    item = schema["item_id-list"]
+    assert {Tags.ITEM, Tags.ID, Tags.CATEGORICAL, Tags.LIST} <= set(item.tags)
+    assert item.int_domain.max == stats["item_ids"]["mask"]
+    assert item.properties["mask_id"] == 15
+    assert item.value_count.max == 200
+    assert Tags.USER in schema["user_index"].tags
+    ids = np.concatenate(read_split(out, "train")["item_id-list"].map(np.array).tolist())
+    assert ids.min() >= 3 and ids.max() <= 14
+
+
+def test_saved_workflow_reloads_and_encodes_new_interactions(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    run(fixture_dataset, out)
+    workflow = nvt.Workflow.load(str(out / "workflow"))
+    frame = pd.DataFrame(
+        {"user_index": [1, 1], "session_index": [0, 0], "movie_index": [10, 999], "timestamp": [5, 6], "event_order": [0, 1]}
+    )
+    result = workflow.transform(nvt.Dataset(frame, cpu=True)).to_ddf().compute()
+    item_of_movie = pd.read_parquet(out / "item_mapping.parquet").set_index("movie_index")["item_id"]
+    assert list(result["item_id-list"][0]) == [item_of_movie[10], 2]  # an unseen movie encodes as out-of-vocabulary
+
+
+def test_rerun_into_the_same_folder_replaces_outputs(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    run(fixture_dataset, out)
+    run(fixture_dataset, out, "max_seq_length=3")
+    assert decoded(out, "test")[7] == USER_7[-3:]
+    assert len(list((out / "test").glob("*.parquet"))) == 1
+
+
+@pytest.fixture(scope="module")
+def generated_small(tmp_path_factory):
+    from t4r_app.synthetic import GenerationSpec, generate_dataset
+
+    folder = tmp_path_factory.mktemp("generated")
+    generate_dataset(GenerationSpec(users=400, movies=120, seed=3), folder, make_zip=True)
+    return folder / "recommandation.zip"
+
+
+def test_generated_zip_reads_back_and_reconciles(generated_small, tmp_path):
+    generation = json.loads((generated_small.parent / "generation.json").read_text())
+    stats = run(generated_small, tmp_path / "out").stats
+    assert stats["records_read"] == stats["records_kept"] == generation["records"]
+    assert stats["interactions_read"] == generation["interactions"]
+    assert stats["shards_read"] == 4 and stats["items"] <= 120

@@ -1,0 +1,110 @@
+"""Custom NVTabular operators for session sequences.
+
+Both take every column of the frame. SplitExamples drops rows, and NVTabular joins sibling
+branches side by side, so a branch that lost rows alone would misalign the others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from merlin.dag import ColumnSelector
+from merlin.schema import Tags
+
+import nvtabular as nvt
+from workflow.list_columns import count_per_row, from_flat, gather_slices, to_flat
+from workflow.splits import SplitRule, example_bounds
+
+ITEM_LIST = "item_id-list"
+TIME_LIST = "timestamp-list"
+
+
+def _as_pandas(df):
+    # The ETL runs on CPU (Dataset(cpu=True)); a cudf frame is moved over rather than failing.
+    return df if isinstance(df, pd.DataFrame) else df.to_pandas()
+
+
+class DropConsecutiveDuplicates(nvt.ops.Operator):
+    """Collapse back-to-back repeats of a movie (when enabled), keeping the first timestamp.
+
+    It also reserves the [MASK] id in the item column's schema: the id one past the last
+    movie, so an item embedding table built from the schema has a row for it.
+    """
+
+    def __init__(self, enabled: bool):
+        super().__init__()
+        self.enabled = enabled
+
+    def transform(self, col_selector: ColumnSelector, df):
+        df = _as_pandas(df)
+        out = df[col_selector.names].copy()
+        items, offsets = to_flat(df[ITEM_LIST])
+        times, _ = to_flat(df[TIME_LIST])
+        if self.enabled and len(items):
+            keep = np.ones(len(items), dtype=bool)
+            keep[1:] = items[1:] != items[:-1]
+            keep[offsets[:-1][np.diff(offsets) > 0]] = True  # a row's first item is never a repeat
+            offsets = np.concatenate([[0], np.cumsum(count_per_row(keep, offsets))])
+            items, times = items[keep], times[keep]
+        out[ITEM_LIST] = from_flat(items, offsets, index=df.index)
+        out[TIME_LIST] = from_flat(times, offsets, index=df.index)
+        return out
+
+    def _compute_properties(self, col_schema, input_schema):
+        col_schema = super()._compute_properties(col_schema, input_schema)
+        if col_schema.name != ITEM_LIST:
+            return col_schema
+        properties = dict(col_schema.properties)
+        domain = dict(properties.get("domain", {}))
+        if "max" in domain:
+            mask_id = int(domain["max"]) + 1
+            properties["domain"] = {**domain, "max": mask_id}
+            properties["mask_id"] = mask_id
+            sizes = dict(properties.get("embedding_sizes", {}))
+            if "cardinality" in sizes:
+                properties["embedding_sizes"] = {**sizes, "cardinality": mask_id + 1}
+        return col_schema.with_properties(properties)
+
+    def _compute_tags(self, col_schema, input_schema):
+        col_schema = super()._compute_tags(col_schema, input_schema)
+        if col_schema.name in (ITEM_LIST, TIME_LIST):
+            col_schema = col_schema.with_tags([Tags.LIST])
+        return col_schema
+
+
+class SplitExamples(nvt.ops.Operator):
+    """Keep the ``role`` example of every sequence of at least ``min_sequence_length`` items
+    that has one (see workflow.splits)."""
+
+    def __init__(self, rule: SplitRule, role: str, min_sequence_length: int):
+        super().__init__()
+        self.rule = rule
+        self.role = role
+        self.min_sequence_length = min_sequence_length
+
+    def transform(self, col_selector: ColumnSelector, df):
+        df = _as_pandas(df)
+        items, offsets = to_flat(df[ITEM_LIST])
+        times, _ = to_flat(df[TIME_LIST])
+        keep, start, stop = example_bounds(self.rule, self.role, times, offsets)
+        keep &= np.diff(offsets) >= self.min_sequence_length
+        rows = np.flatnonzero(keep)
+        row_starts = offsets[:-1][rows]
+        kept_items, new_offsets = gather_slices(items, row_starts, start[rows], stop[rows])
+        kept_times, _ = gather_slices(times, row_starts, start[rows], stop[rows])
+        out = df[col_selector.names].iloc[rows].reset_index(drop=True)
+        out[ITEM_LIST] = from_flat(kept_items, new_offsets)
+        out[TIME_LIST] = from_flat(kept_times, new_offsets)
+        return out
+
+    def _compute_properties(self, col_schema, input_schema):
+        col_schema = super()._compute_properties(col_schema, input_schema)
+        if col_schema.name not in (ITEM_LIST, TIME_LIST):
+            return col_schema
+        properties = {**col_schema.properties, "value_count": {"min": 0, "max": self.rule.max_length}}
+        return col_schema.with_properties(properties)
+
+    def _compute_shape(self, col_schema, input_schema):
+        if col_schema.name in (ITEM_LIST, TIME_LIST):
+            return col_schema.with_shape((None, (0, self.rule.max_length)))
+        return super()._compute_shape(col_schema, input_schema)
