@@ -5,8 +5,8 @@ neither popularity nor a first-order Markov chain captures on its own:
 
 * movies have Zipf-skewed popularity and belong to one of several taste groups;
 * each user has a taste group; most next movies are the *taste-specific* successor of the
-  last one (``successor[group, movie]``), so the last movie alone is ambiguous between
-  groups and the history tells which successor applies;
+  last one (``successor[group, movie]``, drawn from the whole catalogue), so the last movie
+  alone is ambiguous between groups and the history tells which successor applies;
 * other steps draw from the user's group, from global popularity, or repeat the last movie;
 * watching happens in sessions separated by days, items within a session hours apart,
   with occasional identical timestamps. A session is one record; records are shuffled
@@ -100,9 +100,9 @@ class _World:
         bounds = np.searchsorted(group_of_movie[order], np.arange(self.groups + 1))
         self.group_low = np.concatenate([[0.0], self.group_cum])[bounds[:-1]]
         self.group_high = self.group_cum[bounds[1:] - 1]
-        self.successor = np.stack(
-            [self.sample_in_group(np.full(spec.movies, g), rng) for g in range(self.groups)]
-        )
+        # Successors are drawn from the whole catalogue, so a movie does not give away the
+        # taste group of who watched it: only the history does.
+        self.successor = np.stack([self.sample_popular(spec.movies, rng) for _ in range(self.groups)])
 
     def sample_in_group(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         low, high = self.group_low[groups], self.group_high[groups]
