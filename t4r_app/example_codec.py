@@ -99,162 +99,175 @@ def _key_equals(buf, start, stop, key):
 
 
 @numba.njit(cache=True)
+def _read_length(buf, pos, end):
+    """Read a length prefix; return (body_start, body_stop), body_start -1 when malformed."""
+    size, pos = _read_varint(buf, pos, end)
+    if pos < 0 or pos + np.int64(size) > end:
+        return -1, -1
+    return pos, pos + np.int64(size)
+
+
+@numba.njit(cache=True)
+def _read_int64_values(buf, pos, end, out, cursor):
+    """Decode an Int64List body into out[cursor:]; return the count, -1 when malformed."""
+    count = 0
+    while pos < end:
+        tag, pos = _read_varint(buf, pos, end)
+        if pos < 0:
+            return -1
+        field = tag >> np.uint64(3)
+        wire = np.int64(tag & np.uint64(7))
+        if field == 1 and wire == 2:  # packed
+            pos, packed_end = _read_length(buf, pos, end)
+            if pos < 0:
+                return -1
+            while pos < packed_end:
+                value, pos = _read_varint(buf, pos, packed_end)
+                if pos < 0:
+                    return -1
+                out[cursor + count] = np.int64(value)
+                count += 1
+        elif field == 1 and wire == 0:  # one value per field
+            value, pos = _read_varint(buf, pos, end)
+            if pos < 0:
+                return -1
+            out[cursor + count] = np.int64(value)
+            count += 1
+        else:
+            pos = _skip_field(buf, pos, end, wire)
+            if pos < 0:
+                return -1
+    return count
+
+
+@numba.njit(cache=True)
 def _read_int64_list(buf, pos, end, out, cursor):
     """Decode a Feature message spanning buf[pos:end] into out[cursor:].
 
     Returns (values written, status) where status is OK, wrong type or malformed.
     """
-    count = 0
-    found_int64_list = False
+    count = -1
     while pos < end:
         tag, pos = _read_varint(buf, pos, end)
         if pos < 0:
             return 0, _MALFORMED
         field = tag >> np.uint64(3)
         wire = np.int64(tag & np.uint64(7))
-        if field == 3 and wire == 2:
-            size, pos = _read_varint(buf, pos, end)
-            if pos < 0 or pos + np.int64(size) > end:
-                return 0, _MALFORMED
-            list_end = pos + np.int64(size)
-            found_int64_list = True
-            while pos < list_end:
-                inner_tag, pos = _read_varint(buf, pos, list_end)
-                if pos < 0:
-                    return 0, _MALFORMED
-                inner_field = inner_tag >> np.uint64(3)
-                inner_wire = np.int64(inner_tag & np.uint64(7))
-                if inner_field == 1 and inner_wire == 2:
-                    packed_size, pos = _read_varint(buf, pos, list_end)
-                    if pos < 0 or pos + np.int64(packed_size) > list_end:
-                        return 0, _MALFORMED
-                    packed_end = pos + np.int64(packed_size)
-                    while pos < packed_end:
-                        value, pos = _read_varint(buf, pos, packed_end)
-                        if pos < 0:
-                            return 0, _MALFORMED
-                        out[cursor + count] = np.int64(value)
-                        count += 1
-                elif inner_field == 1 and inner_wire == 0:
-                    value, pos = _read_varint(buf, pos, list_end)
-                    if pos < 0:
-                        return 0, _MALFORMED
-                    out[cursor + count] = np.int64(value)
-                    count += 1
-                else:
-                    pos = _skip_field(buf, pos, list_end, inner_wire)
-                    if pos < 0:
-                        return 0, _MALFORMED
-        elif (field == 1 or field == 2) and wire == 2:
+        if wire == 2 and (field == 1 or field == 2):  # bytes_list or float_list
             return 0, _WRONG_TYPE
+        if field == 3 and wire == 2:
+            pos, list_end = _read_length(buf, pos, end)
+            if pos < 0:
+                return 0, _MALFORMED
+            count = _read_int64_values(buf, pos, list_end, out, cursor)
+            if count < 0:
+                return 0, _MALFORMED
+            pos = list_end
         else:
             pos = _skip_field(buf, pos, end, wire)
             if pos < 0:
                 return 0, _MALFORMED
-    if not found_int64_list:
+    if count < 0:
         return 0, _WRONG_TYPE
     return count, OK
+
+
+_NONE_LEFT, _BROKEN = -1, -2
+
+
+@numba.njit(cache=True)
+def _next_field_one(buf, pos, end):
+    """Find the next length-delimited field number 1 in buf[pos:end], skipping other fields.
+
+    Returns (body_start, body_stop); body_start is _NONE_LEFT at the end, _BROKEN if malformed.
+    Example.features, Features.feature entries and MapEntry.key are all field 1.
+    """
+    while pos < end:
+        tag, pos = _read_varint(buf, pos, end)
+        if pos < 0:
+            return _BROKEN, _BROKEN
+        if tag >> np.uint64(3) == 1 and tag & np.uint64(7) == 2:
+            size, pos = _read_varint(buf, pos, end)
+            if pos < 0 or pos + np.int64(size) > end:
+                return _BROKEN, _BROKEN
+            return pos, pos + np.int64(size)
+        pos = _skip_field(buf, pos, end, np.int64(tag & np.uint64(7)))
+        if pos < 0:
+            return _BROKEN, _BROKEN
+    return _NONE_LEFT, _NONE_LEFT
+
+
+@numba.njit(cache=True)
+def _map_entry(buf, pos, end):
+    """Return (key_start, key_stop, value_start, value_stop) of a MapEntry; key_start < 0 if broken."""
+    key_start = key_stop = -1
+    value_start = value_stop = end  # an absent value is an empty Feature
+    while pos < end:
+        tag, pos = _read_varint(buf, pos, end)
+        if pos < 0:
+            return _BROKEN, _BROKEN, 0, 0
+        field = tag >> np.uint64(3)
+        wire = np.int64(tag & np.uint64(7))
+        if (field == 1 or field == 2) and wire == 2:
+            size, pos = _read_varint(buf, pos, end)
+            if pos < 0 or pos + np.int64(size) > end:
+                return _BROKEN, _BROKEN, 0, 0
+            if field == 1:
+                key_start, key_stop = pos, pos + np.int64(size)
+            else:
+                value_start, value_stop = pos, pos + np.int64(size)
+            pos += np.int64(size)
+        else:
+            pos = _skip_field(buf, pos, end, wire)
+            if pos < 0:
+                return _BROKEN, _BROKEN, 0, 0
+    return key_start, key_stop, value_start, value_stop
 
 
 @numba.njit(cache=True)
 def _decode_one(buf, start, end, movies, movie_cursor, times, time_cursor, scratch):
     """Return (status, user, n_movies, n_timestamps) for the payload buf[start:end]."""
-    user = np.int64(0)
-    n_users = -1
-    n_movies = -1
-    n_times = -1
+    counts = np.full(3, -1, dtype=np.int64)  # values of userIndex, movieIndices, timestamps
     pos = start
-    while pos < end:
-        tag, pos = _read_varint(buf, pos, end)
-        if pos < 0:
-            return _MALFORMED, user, 0, 0
-        field = tag >> np.uint64(3)
-        wire = np.int64(tag & np.uint64(7))
-        if not (field == 1 and wire == 2):
-            pos = _skip_field(buf, pos, end, wire)
-            if pos < 0:
-                return _MALFORMED, user, 0, 0
-            continue
-        size, pos = _read_varint(buf, pos, end)
-        if pos < 0 or pos + np.int64(size) > end:
-            return _MALFORMED, user, 0, 0
-        features_end = pos + np.int64(size)
-        while pos < features_end:
-            tag, pos = _read_varint(buf, pos, features_end)
-            if pos < 0:
-                return _MALFORMED, user, 0, 0
-            field = tag >> np.uint64(3)
-            wire = np.int64(tag & np.uint64(7))
-            if not (field == 1 and wire == 2):
-                pos = _skip_field(buf, pos, features_end, wire)
-                if pos < 0:
-                    return _MALFORMED, user, 0, 0
-                continue
-            size, pos = _read_varint(buf, pos, features_end)
-            if pos < 0 or pos + np.int64(size) > features_end:
-                return _MALFORMED, user, 0, 0
-            entry_end = pos + np.int64(size)
-            key_start = -1
-            key_stop = -1
-            value_start = -1
-            value_stop = -1
-            while pos < entry_end:
-                tag, pos = _read_varint(buf, pos, entry_end)
-                if pos < 0:
-                    return _MALFORMED, user, 0, 0
-                field = tag >> np.uint64(3)
-                wire = np.int64(tag & np.uint64(7))
-                if (field == 1 or field == 2) and wire == 2:
-                    size, pos = _read_varint(buf, pos, entry_end)
-                    if pos < 0 or pos + np.int64(size) > entry_end:
-                        return _MALFORMED, user, 0, 0
-                    if field == 1:
-                        key_start = pos
-                        key_stop = pos + np.int64(size)
-                    else:
-                        value_start = pos
-                        value_stop = pos + np.int64(size)
-                    pos += np.int64(size)
-                else:
-                    pos = _skip_field(buf, pos, entry_end, wire)
-                    if pos < 0:
-                        return _MALFORMED, user, 0, 0
-            if key_start < 0:
-                continue
-            if value_start < 0:
-                value_start = entry_end
-                value_stop = entry_end
+    while True:
+        features_start, features_end = _next_field_one(buf, pos, end)
+        if features_start == _BROKEN:
+            return _MALFORMED, 0, 0, 0
+        if features_start == _NONE_LEFT:
+            break
+        pos = features_end
+        entry_pos = features_start
+        while True:
+            entry_start, entry_end = _next_field_one(buf, entry_pos, features_end)
+            if entry_start == _BROKEN:
+                return _MALFORMED, 0, 0, 0
+            if entry_start == _NONE_LEFT:
+                break
+            entry_pos = entry_end
+            key_start, key_stop, value_start, value_stop = _map_entry(buf, entry_start, entry_end)
+            if key_start == _BROKEN:
+                return _MALFORMED, 0, 0, 0
             if _key_equals(buf, key_start, key_stop, _USER_KEY):
-                if n_users >= 0:
-                    return _DUPLICATE, user, 0, 0
-                n_users, status = _read_int64_list(buf, value_start, value_stop, scratch, 0)
-                if status != OK:
-                    return status, user, 0, 0
-                if n_users == 1:
-                    user = scratch[0]
+                which, out, cursor = 0, scratch, 0
             elif _key_equals(buf, key_start, key_stop, _MOVIES_KEY):
-                if n_movies >= 0:
-                    return _DUPLICATE, user, 0, 0
-                n_movies, status = _read_int64_list(buf, value_start, value_stop, movies, movie_cursor)
-                if status != OK:
-                    return status, user, 0, 0
+                which, out, cursor = 1, movies, movie_cursor
             elif _key_equals(buf, key_start, key_stop, _TIMES_KEY):
-                if n_times >= 0:
-                    return _DUPLICATE, user, 0, 0
-                n_times, status = _read_int64_list(buf, value_start, value_stop, times, time_cursor)
-                if status != OK:
-                    return status, user, 0, 0
-    if n_users < 0:
-        return _NO_USER, user, 0, 0
-    if n_movies < 0:
-        return _NO_MOVIES, user, 0, 0
-    if n_times < 0:
-        return _NO_TIMES, user, 0, 0
-    if n_users != 1:
-        return _USER_NOT_SCALAR, user, 0, 0
-    if n_movies != n_times:
-        return _LEN_MISMATCH, user, 0, 0
-    return OK, user, n_movies, n_times
+                which, out, cursor = 2, times, time_cursor
+            else:
+                continue
+            if counts[which] >= 0:
+                return _DUPLICATE, 0, 0, 0
+            counts[which], status = _read_int64_list(buf, value_start, value_stop, out, cursor)
+            if status != OK:
+                return status, 0, 0, 0
+    for which, missing in ((0, _NO_USER), (1, _NO_MOVIES), (2, _NO_TIMES)):
+        if counts[which] < 0:
+            return missing, 0, 0, 0
+    if counts[0] != 1:
+        return _USER_NOT_SCALAR, 0, 0, 0
+    if counts[1] != counts[2]:
+        return _LEN_MISMATCH, 0, 0, 0
+    return OK, scratch[0], counts[1], counts[2]
 
 
 @numba.njit(cache=True)

@@ -118,8 +118,10 @@ def _temporal_cutoffs(config: AppConfig, interactions_dir: Path) -> tuple[int, i
         return split.valid_cutoff, split.test_cutoff
     # Exact quantiles over one int64 column: 200 MB at 25M interactions.
     times = read_parquet_columns(interactions_dir, [TIMESTAMP])[TIMESTAMP].to_numpy()
-    valid = split.valid_cutoff or int(np.quantile(times, split.valid_quantile, method="higher"))
-    test = split.test_cutoff or int(np.quantile(times, split.test_quantile, method="higher"))
+    valid, test = (
+        given if given is not None else int(np.quantile(times, quantile, method="higher"))
+        for given, quantile in ((split.valid_cutoff, split.valid_quantile), (split.test_cutoff, split.test_quantile))
+    )
     if valid >= test:
         raise PreprocessError(f"temporal cut-offs collapse: valid {valid} is not before test {test}")
     return valid, test

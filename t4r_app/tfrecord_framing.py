@@ -25,13 +25,12 @@ _CRC_MASK_DELTA = 0xA282EAD8
 # allocating gigabytes.
 MAX_RECORD_BYTES = 1 << 30
 
-# Problems a framed record can have. After the first three the rest of the file cannot be
-# trusted, so reading stops there.
+# Problems a framed record can have. After any but a payload checksum mismatch the rest of
+# the file cannot be trusted, so reading stops there.
 NOT_TFRECORD = "not_tfrecord"
 CORRUPT_HEADER = "corrupt_header"
 TRUNCATED_RECORD = "truncated_record"
 DATA_CRC_MISMATCH = "data_crc_mismatch"
-FATAL_PROBLEMS = (NOT_TFRECORD, CORRUPT_HEADER, TRUNCATED_RECORD)
 
 
 def masked_crc32c(data: bytes) -> int:
