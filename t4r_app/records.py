@@ -6,6 +6,7 @@ Every record read ends up either kept or rejected with a reason, so that
 
 from __future__ import annotations
 
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -109,7 +110,7 @@ class SessionRecordReader:
                     if len(pending) >= DECODE_BATCH_RECORDS:
                         yield from self._flush(shard, pending)
                         pending = []
-            except (OSError, EOFError) as error:  # gzip: truncated or corrupt compressed stream
+            except (OSError, EOFError, zipfile.BadZipFile) as error:  # broken gzip stream or zip member
                 yield from self._flush(shard, pending)
                 pending = []
                 self.stats.records_read += 1
