@@ -12,6 +12,16 @@ from t4r_app.config import ConfigError, describe_fields, load_config
 _EXIT_USAGE = 2
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (defaults apply to every key it leaves out)")
     parser.add_argument(
@@ -32,6 +42,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         shards=args.shards,
         mean_interactions=args.mean_interactions,
     )
+    try:
+        spec.check()
+    except ValueError as error:
+        print(f"t4r-app generate: {error}", file=sys.stderr)
+        return _EXIT_USAGE
     summary = generate_dataset(spec, args.output, make_zip=args.zip)
     print(
         f"wrote {summary.records:,} records ({summary.interactions:,} interactions) of "
@@ -71,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     generate.add_argument("--output", required=True, help="folder to write into")
-    generate.add_argument("--users", type=int, required=True, help="number of users")
-    generate.add_argument("--movies", type=int, required=True, help="number of movies")
+    generate.add_argument("--users", type=_positive_int, required=True, help="number of users")
+    generate.add_argument("--movies", type=_positive_int, required=True, help="number of movies")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    generate.add_argument("--shards", type=int, default=4, help="number of TFRecord shards (default 4)")
+    generate.add_argument("--shards", type=_positive_int, default=4, help="number of TFRecord shards (default 4)")
     generate.add_argument(
         "--mean-interactions", type=float, default=40.0, help="mean interactions per user (default 40)"
     )

@@ -31,6 +31,7 @@ import pyarrow.dataset  # noqa: F401  (registers pa.dataset)
 from tqdm.auto import tqdm
 
 from t4r_app.config import AppConfig, DaskConfig, save_config
+from t4r_app.errors import PreprocessError
 from t4r_app.interactions import write_interactions
 from t4r_app.sources import natural_key, resolve_source
 from workflow.ops import ITEM_LIST
@@ -49,10 +50,6 @@ from workflow.sequences import (
 from workflow.splits import ROLES, SplitRule
 
 ROWS_PER_PARTITION = 2_000_000
-
-
-class PreprocessError(RuntimeError):
-    """The input was readable but left nothing to build sequences from."""
 
 
 @dataclass

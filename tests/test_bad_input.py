@@ -168,7 +168,7 @@ def test_all_records_rejected_is_a_clear_error(tmp_path):
     root = tmp_path / "raw"
     write_shard(root / "dataset" / "data-0.tfrecord", [BAD_RECORDS["length_mismatch"]])
     write_titles(root / "movie_title_by_index.json", range(10))
-    from t4r_app.preprocess import PreprocessError
+    from t4r_app.errors import PreprocessError
 
     with pytest.raises(PreprocessError, match=r"no interaction left after reading 1 records.*length_mismatch"):
         run(root, tmp_path / "out", "on_bad_record=skip")

@@ -35,3 +35,8 @@ def test_help_lists_commands_and_config_keys():
     assert "generate" in top.stdout and "preprocess" in top.stdout
     sub = subprocess.run([sys.executable, "-m", "t4r_app", "preprocess", "--help"], capture_output=True, text=True, check=True)
     assert "preprocess.on_bad_record (default 'fail')" in sub.stdout and "split.protocol" in sub.stdout
+
+
+def test_generate_rejects_impossible_sizes(tmp_path, capsys):
+    assert main(["generate", "--output", str(tmp_path), "--users", "3", "--movies", "1"]) == 2
+    assert "at least 1 user, 2 movies" in capsys.readouterr().err
