@@ -10,9 +10,14 @@ CONFIG ?= configs/default.yaml
 INPUT ?= recommandation.zip
 DATA_DIR ?= data/processed
 DEMO_DIR ?= data/demo
+RUN_DIR ?= runs/bert4rec
+SESSIONS ?= $(DEMO_DIR)/raw/sample_sessions.jsonl
+PREDICTIONS ?= $(RUN_DIR)/predictions.jsonl
+TOP_K ?= 10
+TUNE_DIR ?= runs/tune
 OVERRIDES ?=
 
-.PHONY: setup demo test preprocess bench bench-etl clean help
+.PHONY: setup demo test preprocess train evaluate predict tune bench bench-etl bench-train clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,9 +32,13 @@ $(VENV)/.installed: constraints.txt pyproject.toml
 	$(VENV_PYTHON) -m pip install -q -c constraints.txt --no-build-isolation -e ".[test]"
 	touch $@
 
-demo: $(SETUP)  ## generate sample sessions, preprocess them, print the summary
+demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict on sample data (about 6 min on 2 cores)
 	$(APP) generate --output $(DEMO_DIR)/raw --users 3000 --movies 500 --seed 7 --zip
 	$(APP) preprocess --config configs/demo.yaml --input $(DEMO_DIR)/raw/recommandation.zip --output $(DEMO_DIR)/processed $(OVERRIDES)
+	rm -rf $(DEMO_DIR)/run
+	$(APP) train --config configs/demo.yaml --data $(DEMO_DIR)/processed --output $(DEMO_DIR)/run $(OVERRIDES)
+	$(APP) evaluate --run $(DEMO_DIR)/run
+	$(APP) predict --run $(DEMO_DIR)/run --input $(DEMO_DIR)/raw/sample_sessions.jsonl --output $(DEMO_DIR)/run/predictions.jsonl --top-k 5 --show 3
 
 test: $(SETUP)  ## run the test suite
 	$(VENV_PYTHON) -m pytest -q
@@ -37,10 +46,25 @@ test: $(SETUP)  ## run the test suite
 preprocess: $(SETUP)  ## INPUT=recommandation.zip DATA_DIR=data/processed CONFIG=... OVERRIDES="key=value ..."
 	$(APP) preprocess --config $(CONFIG) --input $(INPUT) --output $(DATA_DIR) $(OVERRIDES)
 
-bench: bench-etl  ## all benchmarks (JSON under bench/results/)
+train: $(SETUP)  ## DATA_DIR=data/processed RUN_DIR=runs/bert4rec CONFIG=... OVERRIDES="key=value ..." (RESUME=1 continues)
+	$(APP) train --config $(CONFIG) --data $(DATA_DIR) --output $(RUN_DIR) $(if $(RESUME),--resume) $(OVERRIDES)
+
+evaluate: $(SETUP)  ## RUN_DIR=runs/bert4rec: model vs baselines -> eval.json, report.md
+	$(APP) evaluate --run $(RUN_DIR)
+
+predict: $(SETUP)  ## RUN_DIR=... SESSIONS=sessions.jsonl PREDICTIONS=preds.jsonl TOP_K=10
+	$(APP) predict --run $(RUN_DIR) --input $(SESSIONS) --output $(PREDICTIONS) --top-k $(TOP_K)
+
+tune: $(SETUP)  ## DATA_DIR=... TUNE_DIR=runs/tune CONFIG=...: mask-probability grid on validation
+	$(APP) tune --config $(CONFIG) --data $(DATA_DIR) --output $(TUNE_DIR) $(OVERRIDES)
+
+bench: bench-etl bench-train  ## all benchmarks (JSON under bench/results/)
 
 bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/results/etl.json
 	$(VENV_PYTHON) bench/bench_etl.py --output bench/results/etl.json
 
-clean:  ## remove generated data (keeps .venv)
-	rm -rf data bench/work
+bench-train: $(SETUP)  ## training throughput at length 50 and 200, time to early stop -> bench/results/train.json
+	$(VENV_PYTHON) bench/bench_train.py --output bench/results/train.json
+
+clean:  ## remove generated data and runs (keeps .venv)
+	rm -rf data runs bench/work

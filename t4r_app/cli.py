@@ -22,6 +22,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _config_command(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that reads the config: --config, key=value overrides, every key in --help."""
+    parser = commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog="config keys (set in --config YAML or as key=value):\n" + describe_fields(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_arguments(parser)
+    return parser
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (defaults apply to every key it leaves out)")
     parser.add_argument(
@@ -66,6 +79,79 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from t4r_app.training import train
+
+    config = load_config(_run_config(args), args.overrides)
+    result = train(config, args.data, args.output, resume=args.resume, progress=not args.quiet)
+    print(
+        f"best validation NDCG@10 {result.best_valid_ndcg:.4f} at epoch {result.best_epoch:g} "
+        f"({result.epochs_run:g} epochs{', stopped early' if result.stopped_early else ''}; "
+        f"{result.train_seconds:.0f} s on {result.device}, {result.sequences_per_second:,.0f} sequences/s)"
+    )
+    print(f"model in {Path(args.output) / 'model'}; curves in {Path(args.output) / 'training_curves.png'}")
+    return 0
+
+
+def _run_config(args: argparse.Namespace) -> str | None:
+    """--resume continues with the run's own config unless another is given."""
+    if args.config is None and args.resume and (Path(args.output) / "config.yaml").is_file():
+        return str(Path(args.output) / "config.yaml")
+    return args.config
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from t4r_app.evaluation import evaluate_run
+    from t4r_app.report import REPORT_FILE, report_table
+
+    results = evaluate_run(args.run, data_dir=args.data, progress=not args.quiet)
+    for split, title in (("valid", "validation"), ("test", "test")):
+        print(f"\n{title} ({results[split]['model']['full']['count']:,} sequences)\n{report_table(results, split)}")
+    print(f"\nwrote {Path(args.run) / 'eval.json'} and {Path(args.run) / REPORT_FILE}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from t4r_app.predict import predict
+
+    summary = predict(args.run, args.input, args.output, top_k=args.top_k, exclude_seen=args.exclude_seen)
+    if args.show:
+        _show_predictions(summary.output, args.show)
+    print(
+        f"wrote top-{args.top_k} for {summary.sessions:,} sessions to {summary.output} "
+        f"({summary.unknown_movies:,} unknown movie ids left out, {summary.fallbacks:,} sessions answered "
+        "by popularity because no movie was known)"
+    )
+    return 0
+
+
+def _show_predictions(path: Path, count: int) -> None:
+    import json
+
+    with open(path) as handle:
+        for _, line in zip(range(count), handle):
+            row = json.loads(line)
+            note = f" ({row['fallback']})" if row.get("fallback") else ""
+            print(f"session {row['session_id']}{note}")
+            for rank, (movie, title, score) in enumerate(zip(row["movieIndices"], row["titles"], row["scores"]), start=1):
+                print(f"  {rank:>2}. {title:<40} movie {movie:<7} score {score:.4f}")
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from t4r_app.tuning import BEST_CONFIG, CSV_FILE, tune
+
+    config = load_config(args.config, args.overrides)
+    trials, best = tune(config, args.data, args.output, progress=not args.quiet)
+    print("mask_probability  last_item_share  valid NDCG@10  best epoch")
+    for trial in trials:
+        print(f"{trial.mask_probability:16g}  {trial.last_item_mask_share:15g}  {trial.valid_ndcg_at_10:13.4f}  {trial.best_epoch:10g}")
+    print(
+        f"best: mask_probability={best.model.mask_probability:g} last_item_mask_share={best.model.last_item_mask_share:g}; "
+        f"wrote {Path(args.output) / CSV_FILE} and {Path(args.output) / BEST_CONFIG}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="t4r-app",
@@ -96,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--zip", action="store_true", help="also write OUTPUT/recommandation.zip")
     generate.set_defaults(handler=_cmd_generate)
 
-    preprocess = commands.add_parser(
+    preprocess = _config_command(
+        commands,
         "preprocess",
         help="turn TFRecord sessions into train/valid/test parquet sequences with NVTabular",
         description=(
@@ -105,16 +192,80 @@ def build_parser() -> argparse.ArgumentParser:
             "sequences, split them by protocol. Writes parquet with the merlin schema, the fitted "
             "workflow, an id mapping and stats.json to OUTPUT."
         ),
-        epilog="config keys (set in --config YAML or as key=value):\n" + describe_fields(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preprocess.add_argument("--input", required=True, help="recommandation.zip, a dataset folder, or a glob")
     preprocess.add_argument("--output", required=True, help="DATA_DIR to write the outputs into")
     preprocess.add_argument(
         "--titles", help="movie_title_by_index.json, when it is not beside the shards or in the zip"
     )
-    _add_config_arguments(preprocess)
     preprocess.set_defaults(handler=_cmd_preprocess)
+
+    train = _config_command(
+        commands,
+        "train",
+        help="train BERT4Rec on preprocessed data with T4R's Trainer",
+        description=(
+            "Train BERT4Rec (masked-item modelling) on DATA_DIR/train, validating on DATA_DIR/valid every "
+            "epoch; stops early when validation NDCG@10 stops improving and keeps the best model. Uses the "
+            "GPU when there is one. Writes RUN_DIR/{model/, config.yaml, metrics.json, training_log.csv, "
+            "training_curves.png, checkpoints/}."
+        ),
+    )
+    train.add_argument("--data", required=True, help="DATA_DIR written by `t4r-app preprocess`")
+    train.add_argument("--output", required=True, help="RUN_DIR to write the run into")
+    train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a trained run and the baselines on validation and test",
+        description=(
+            "HR@k, NDCG@k and MRR for the model, MostPopular and a first-order Markov model, with full "
+            "ranking over all movies and the BERT4Rec paper's sampled protocol (100 popularity-sampled "
+            "negatives). Writes RUN_DIR/eval.json, RUN_DIR/report.md and RUN_DIR/eval_plot.png; "
+            "settings come from the run's config (evaluate.*)."
+        ),
+    )
+    evaluate.add_argument("--run", required=True, help="RUN_DIR written by `t4r-app train`")
+    evaluate.add_argument("--data", help="DATA_DIR to evaluate on (default: the one the run was trained on)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="top-k next movies for sessions in a JSON-lines or parquet file",
+        description=(
+            'Reads sessions, one per line: {"session_id": ..., "movieIndices": [raw ids, oldest first]} '
+            "(or a parquet file with those columns), appends [MASK] after each session's last movie and "
+            'writes {"session_id", "movieIndices": [top-k raw ids], "scores", "titles"} per line. '
+            "Unknown movie ids are left out and listed in 'unknown_movies'; a session with no known "
+            "movie gets the most popular movies and 'fallback': 'most_popular'; long sessions keep "
+            "their most recent max_seq_length - 1 movies."
+        ),
+    )
+    predict.add_argument("--run", required=True, help="RUN_DIR written by `t4r-app train`")
+    predict.add_argument("--input", required=True, help="sessions .jsonl or .parquet")
+    predict.add_argument("--output", required=True, help="predictions .jsonl to write")
+    predict.add_argument("--top-k", type=_positive_int, default=10, help="recommendations per session (default 10)")
+    predict.add_argument("--exclude-seen", action="store_true", help="never recommend a movie already in the session")
+    predict.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N sessions' recommendations")
+    predict.set_defaults(handler=_cmd_predict)
+
+    tune = _config_command(
+        commands,
+        "tune",
+        help="grid-search the mask probability on validation",
+        description=(
+            "Train one model per value of tune.mask_probabilities (times tune.last_item_mask_shares when "
+            "given) with early stopping, compare validation NDCG@10 only, and write OUTPUT/tune.csv, "
+            "OUTPUT/tune.png and OUTPUT/best_config.yaml. An interrupted tune resumes its trials."
+        ),
+    )
+    tune.add_argument("--data", required=True, help="DATA_DIR written by `t4r-app preprocess`")
+    tune.add_argument("--output", required=True, help="folder for the trials and results")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+    tune.set_defaults(handler=_cmd_tune)
     return parser
 
 

@@ -23,7 +23,10 @@ class ConfigError(ValueError):
 
 
 def _field(default: Any, help: str, **checks: Any) -> Any:
-    return field(default=default, metadata={"help": help, **checks})
+    metadata = {"help": help, **checks}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -95,11 +98,77 @@ class DaskConfig:
 
 
 @dataclass
+class ModelConfig:
+    """BERT4Rec's architecture; the defaults are the paper's settings for ML-1m."""
+
+    d_model: int = _field(64, "Width of item embeddings and Transformer hidden states.", minimum=8)
+    n_layers: int = _field(2, "Transformer layers.", minimum=1)
+    n_heads: int = _field(2, "Attention heads per layer (must divide d_model).", minimum=1)
+    intermediate_size: int = _field(256, "Width of each layer's feed-forward network (4 x d_model).", minimum=8)
+    hidden_act: Literal["gelu", "relu", "gelu_new", "silu"] = _field("gelu", "Feed-forward activation.")
+    hidden_dropout: float = _field(0.2, "Dropout on embeddings and hidden states.", minimum=0.0, maximum=0.9)
+    attention_dropout: float = _field(0.2, "Dropout on attention probabilities.", minimum=0.0, maximum=0.9)
+    initializer_range: float = _field(0.02, "Standard deviation of the truncated-normal initialisation.", minimum=0.0)
+    layer_norm_eps: float = _field(1e-12, "Epsilon of the layer norms (BERT's value).", minimum=0.0)
+    mask_probability: float = _field(
+        0.2, "Share of training items replaced by [MASK] and predicted (the paper's rho).", minimum=0.01, maximum=0.9
+    )
+    last_item_mask_share: float = _field(
+        0.0,
+        "Share of training sequences that mask only their last item instead (RecBole's ft_ratio), "
+        "so training also sees the inference situation; 0 turns it off.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _field(200, "Most epochs to train; early stopping usually ends sooner.", minimum=1)
+    max_steps: int = _field(0, "Stop after this many optimiser steps instead; 0 uses epochs.", minimum=0)
+    batch_size: int = _field(128, "Training sequences per batch (per device).", minimum=1)
+    eval_batch_size: int = _field(512, "Sequences per batch when evaluating.", minimum=1)
+    learning_rate: float = _field(1e-3, "Peak learning rate of AdamW.", minimum=0.0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = _field(
+        "constant_with_warmup", "Learning-rate schedule after warm-up."
+    )
+    warmup_steps: int = _field(100, "Steps of linear learning-rate warm-up.", minimum=0)
+    weight_decay: float = _field(0.01, "AdamW weight decay.", minimum=0.0)
+    max_grad_norm: float = _field(5.0, "Clip gradients to this norm.", minimum=0.0)
+    patience: int = _field(
+        10, "Stop after this many evaluations without a better validation NDCG@10; 0 never stops early.", minimum=0
+    )
+    eval_every_epochs: int = _field(1, "Evaluate on validation (and checkpoint) every this many epochs.", minimum=1)
+    keep_checkpoints: int = _field(2, "Checkpoints kept on disk (the best one is always kept).", minimum=1)
+
+
+@dataclass
+class EvalConfig:
+    top_ks: list[int] = _field([1, 5, 10, 20], "Cut-offs k of HR@k and NDCG@k.")
+    exclude_seen: bool = _field(False, "Leave the session's own movies out of the ranking.")
+    sampled_negatives: int = _field(
+        100, "Negatives per target in the sampled protocol, drawn by popularity (the paper: 100).", minimum=1
+    )
+
+
+@dataclass
+class TuneConfig:
+    mask_probabilities: list[float] = _field([0.1, 0.2, 0.3, 0.4], "Values of model.mask_probability to try.")
+    last_item_mask_shares: list[float] = _field(
+        [], "Values of model.last_item_mask_share to try with each mask probability; empty keeps the config's."
+    )
+
+
+@dataclass
 class AppConfig:
     seed: int = _field(42, "Seed for every random choice (sampling, shuffling, initialisation).")
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def validate(self) -> None:
         if self.split.valid_quantile >= self.split.test_quantile:
@@ -109,6 +178,16 @@ class AppConfig:
             raise ConfigError("split.valid_cutoff must be before split.test_cutoff")
         if self.dask.scheduler_address and self.dask.n_workers:
             raise ConfigError("set dask.scheduler_address or dask.n_workers, not both")
+        if self.model.d_model % self.model.n_heads:
+            raise ConfigError(f"model.n_heads ({self.model.n_heads}) must divide model.d_model ({self.model.d_model})")
+        if not self.evaluate.top_ks or min(self.evaluate.top_ks) < 1:
+            raise ConfigError("evaluate.top_ks must list cut-offs of at least 1")
+        for value in self.tune.mask_probabilities:
+            if not 0 < value < 1:
+                raise ConfigError(f"tune.mask_probabilities: {value} is not between 0 and 1")
+        for value in self.tune.last_item_mask_shares:
+            if not 0 <= value <= 1:
+                raise ConfigError(f"tune.last_item_mask_shares: {value} is not between 0 and 1")
 
 
 # ---------------------------------------------------------------- loading and checking
@@ -135,6 +214,11 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
             except ConfigError as error:
                 errors.append(str(error))
         raise ConfigError(errors[0] if errors else f"{path}: invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (element,) = typing.get_args(annotation)
+        return [_coerce(item, element, f"{path}[{index}]") for index, item in enumerate(value)]
     if origin is Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:
@@ -270,6 +354,8 @@ def describe_fields() -> str:
     """One line per settable key with its default and help, for ``--help`` epilogs."""
     lines = []
     for path, spec in leaf_paths().items():
-        default = spec.default if spec.default is not dataclasses.MISSING else None
+        default = spec.default
+        if default is dataclasses.MISSING:
+            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else None
         lines.append(f"  {path} (default {default!r}): {spec.metadata.get('help', '')}")
     return "\n".join(lines)

@@ -9,3 +9,18 @@ class PreprocessError(RuntimeError):
 
 
 USER_ERRORS = (InputError, BadRecordError, PreprocessError)
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot start or continue (missing data, an existing run, no checkpoint)."""
+
+
+class RunError(RuntimeError):
+    """A run directory is missing something that evaluate, predict or tune needs."""
+
+
+class PredictInputError(ValueError):
+    """A sessions file for ``predict`` cannot be read; the message names the file and line."""
+
+
+USER_ERRORS = USER_ERRORS + (TrainingError, RunError, PredictInputError)

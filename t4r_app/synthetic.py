@@ -29,6 +29,8 @@ from t4r_app.example_codec import encode_examples
 from t4r_app.tfrecord_framing import write_framed_record
 
 ZIP_NAME = "recommandation.zip"  # the user's spelling of the archive
+SAMPLE_FILE = "sample_sessions.jsonl"
+SAMPLE_SESSIONS, SAMPLE_LENGTH = 5, 12
 DATASET_ROOT = "recommendation"
 _START_TIME = 1_420_070_400  # 2015-01-01
 _TIME_SPAN = 2 * 365 * 86_400
@@ -154,8 +156,21 @@ def _simulate_users(world: _World, spec: GenerationSpec, first_user: int, count:
     return users, movies, times, session
 
 
+def _sample_sessions(users: np.ndarray, movies: np.ndarray, count: int) -> list[dict]:
+    """The recent history of the first users, in the input format of `t4r-app predict`."""
+    samples = []
+    for user in np.unique(users)[: max(count, 0)]:
+        history = movies[users == user][-SAMPLE_LENGTH:]
+        samples.append({"session_id": f"user-{user}", "movieIndices": history.tolist()})
+    return samples
+
+
 def generate_dataset(spec: GenerationSpec, output: str | Path, make_zip: bool = False) -> GenerationSummary:
-    """Write ``output/recommendation/{dataset/data-*.tfrecord, movie_title_by_index.json}``."""
+    """Write ``output/recommendation/{dataset/data-*.tfrecord, movie_title_by_index.json}``.
+
+    Also writes ``output/sample_sessions.jsonl``: a few users' recent histories to try
+    ``t4r-app predict`` on.
+    """
     spec.check()
     output = Path(output)
     dataset_dir = output / DATASET_ROOT / "dataset"
@@ -167,6 +182,7 @@ def generate_dataset(spec: GenerationSpec, output: str | Path, make_zip: bool = 
     shard_paths = [dataset_dir / f"data-{i}.tfrecord" for i in range(spec.shards)]
     shard_files = [open(path, "wb") for path in shard_paths]
     records = interactions = 0
+    samples: list[dict] = []
     try:
         with tqdm(total=spec.users, desc="generate", unit="users") as progress:
             for first in range(0, spec.users, spec.chunk_users):
@@ -181,6 +197,7 @@ def generate_dataset(spec: GenerationSpec, output: str | Path, make_zip: bool = 
                     write_framed_record(shard_files[shard_of_record[index]], payloads[index])
                 records += len(payloads)
                 interactions += len(users)
+                samples += _sample_sessions(users, movies, SAMPLE_SESSIONS - len(samples))
                 progress.update(count)
     finally:
         for handle in shard_files:
@@ -202,5 +219,7 @@ def generate_dataset(spec: GenerationSpec, output: str | Path, make_zip: bool = 
         titles=str(titles_path),
         zip=str(zip_path) if zip_path else None,
     )
+    with open(output / SAMPLE_FILE, "w") as handle:
+        handle.writelines(json.dumps(sample) + "\n" for sample in samples)
     (output / "generation.json").write_text(json.dumps({"spec": asdict(spec), **asdict(summary)}, indent=2))
     return summary

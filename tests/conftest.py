@@ -91,3 +91,54 @@ def fixture_dataset(tmp_path: Path) -> Path:
     write_shard(dataset / "data-2.tfrecord", [session(7, [10, 14, 11], [100, 150, 200])])
     write_titles(root / "movie_title_by_index.json", range(10, 40))
     return root.parent
+
+
+# ---------------------------------------------------------------- model fixtures
+
+TINY_MODEL = [
+    "model.d_model=32",
+    "model.intermediate_size=64",
+    "train.batch_size=64",
+    "train.eval_batch_size=256",
+    "train.warmup_steps=5",
+    "train.learning_rate=0.003",
+]
+
+
+def tiny_config(*overrides: str):
+    return load_config(None, [*TINY_MODEL, "train.epochs=3", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A generated set of 400 users and 60 movies, preprocessed with sequences of at most 20."""
+    from t4r_app.synthetic import GenerationSpec, generate_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate_dataset(GenerationSpec(users=400, movies=60, seed=3, mean_interactions=25), root / "raw")
+    run(root / "raw", root / "data", "max_seq_length=20")
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory) -> Path:
+    """A 3-epoch run on tiny_data (shared: tests read it, never write into it)."""
+    from t4r_app.training import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(), tiny_data, run_dir, progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo end to end: `make demo`'s data (3,000 users, 500 movies, seed 7) and config."""
+    from t4r_app.synthetic import GenerationSpec, generate_dataset
+    from t4r_app.training import train
+
+    root = tmp_path_factory.mktemp("demo")
+    generate_dataset(GenerationSpec(users=3000, movies=500, seed=7), root / "raw")
+    config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml")
+    preprocess(config, str(root / "raw"), root / "data")
+    train(config, root / "data", root / "run", progress=False)
+    return root / "run"

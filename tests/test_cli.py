@@ -40,3 +40,25 @@ def test_help_lists_commands_and_config_keys():
 def test_generate_rejects_impossible_sizes(tmp_path, capsys):
     assert main(["generate", "--output", str(tmp_path), "--users", "3", "--movies", "1"]) == 2
     assert "at least 1 user, 2 movies" in capsys.readouterr().err
+
+
+def test_train_evaluate_predict_through_the_cli(tiny_data, tmp_path, capsys):
+    from conftest import TINY_MODEL
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--output", str(run_dir), "--quiet", *TINY_MODEL, "train.epochs=1"]) == 0
+    assert "best validation NDCG@10" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(run_dir), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "| BERT4Rec |" in printed and "| MostPopular |" in printed and "test (" in printed
+    (tmp_path / "s.jsonl").write_text('{"session_id": "x", "movieIndices": [1, 2, 3]}\n')
+    assert main(["predict", "--run", str(run_dir), "--input", str(tmp_path / "s.jsonl"), "--output", str(tmp_path / "p.jsonl")]) == 0
+    assert json.loads((tmp_path / "p.jsonl").read_text())["session_id"] == "x"
+    # the same run again is refused; --resume of a finished run has nothing left to do
+    assert main(["train", "--data", str(tiny_data), "--output", str(run_dir), "--quiet"]) == 1
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_train_help_lists_model_keys():
+    text = subprocess.run([sys.executable, "-m", "t4r_app", "train", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "model.mask_probability (default 0.2)" in text and "--resume" in text and "train.patience" in text

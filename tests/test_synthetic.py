@@ -32,3 +32,12 @@ def test_generated_sessions_have_learnable_structure(tmp_path):
 def test_titles_are_unique():
     titles = [movie_title(m) for m in range(40_000)]
     assert len(set(titles)) == len(titles)
+
+
+def test_sample_sessions_are_real_histories(tmp_path):
+    import json
+
+    generate_dataset(GenerationSpec(users=50, movies=40, seed=2), tmp_path)
+    samples = [json.loads(line) for line in (tmp_path / "sample_sessions.jsonl").read_text().splitlines()]
+    assert len(samples) == 5 and samples[0]["session_id"] == "user-0"
+    assert all(1 <= len(s["movieIndices"]) <= 12 and all(0 <= m < 40 for m in s["movieIndices"]) for s in samples)

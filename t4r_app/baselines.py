@@ -1,0 +1,56 @@
+"""Honest baselines, fitted on the training split only and scored like the model.
+
+* MostPopular: every session gets the movies ranked by training interactions.
+* Markov: first-order next-movie transition counts from consecutive training items,
+  with popularity as a tiny tie-breaker (and as the whole answer after an unseen movie).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from t4r_app.sequences_io import ItemSequences
+
+TIE_BREAK = 1e-6
+
+
+def item_counts(sequences: ItemSequences, vocabulary: int) -> np.ndarray:
+    return np.bincount(sequences.values, minlength=vocabulary).astype(np.float64)
+
+
+class MostPopular:
+    name = "most_popular"
+
+    def __init__(self, train: ItemSequences, vocabulary: int):
+        counts = item_counts(train, vocabulary)
+        self.scores = counts / max(counts.max(), 1.0)
+
+    def score(self, sessions: ItemSequences, rows: slice) -> np.ndarray:
+        count = len(range(*rows.indices(len(sessions))))
+        return np.broadcast_to(self.scores, (count, len(self.scores))).copy()
+
+
+class Markov:
+    name = "markov"
+
+    def __init__(self, train: ItemSequences, vocabulary: int):
+        inside = np.ones(len(train.values), dtype=bool)
+        inside[train.offsets[1:] - 1] = False  # a row's last item has no successor in that row
+        sources = np.flatnonzero(inside)
+        transitions = sp.coo_matrix(
+            (np.ones(len(sources)), (train.values[sources], train.values[sources + 1])),
+            shape=(vocabulary, vocabulary),
+        )
+        self.transitions = transitions.tocsr()
+        counts = item_counts(train, vocabulary)
+        self.popularity = TIE_BREAK * counts / max(counts.max(), 1.0)
+
+    def score(self, sessions: ItemSequences, rows: slice) -> np.ndarray:
+        indices = range(*rows.indices(len(sessions)))
+        scores = np.tile(self.popularity, (len(indices), 1))
+        nonempty = [out for out, index in enumerate(indices) if sessions.offsets[index + 1] > sessions.offsets[index]]
+        if nonempty:
+            last = sessions.values[sessions.offsets[np.asarray(list(indices))[nonempty] + 1] - 1]
+            scores[nonempty] += self.transitions[last].toarray()
+        return scores

@@ -1,0 +1,65 @@
+"""BERT4Rec's masking, registered with T4R's masking registry as ``bert4rec``.
+
+It extends T4R's masked-item modelling in two ways:
+
+* **Forced last-item masking** (the seed's future work; RecBole's ``ft_ratio``): for a
+  configurable share of training sequences only the last item is masked, so training also
+  sees the exact situation of inference, where [MASK] follows the whole history.
+* **Padding is hidden from attention.** T4R hands BERT nothing but the embeddings, so every
+  position, padding included, is attended to. The masking is the one block that sees the
+  item ids before the Transformer runs, and T4R forwards its ``transformer_arguments``
+  to the Transformer, so it passes an ``attention_mask`` that covers only real items and
+  [MASK]. Predictions then do not depend on how much padding follows a session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers4rec.torch.masking import MaskedLanguageModeling, MaskingInfo, masking_registry
+
+
+@masking_registry.register_with_multiple_names("bert4rec")
+class Bert4RecMasking(MaskedLanguageModeling):
+    def __init__(
+        self,
+        hidden_size: int,
+        padding_idx: int = 0,
+        mlm_probability: float = 0.2,
+        last_item_share: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            hidden_size=hidden_size,
+            padding_idx=padding_idx,
+            eval_on_last_item_seq_only=True,
+            mlm_probability=mlm_probability,
+        )
+        self.last_item_share = last_item_share
+        self.attention_mask: torch.Tensor | None = None
+
+    def _compute_masked_targets(
+        self, item_ids: torch.Tensor, training: bool = False, testing: bool = False
+    ) -> MaskingInfo:
+        info = super()._compute_masked_targets(item_ids, training=training, testing=testing)
+        present = item_ids != self.padding_idx
+        if not training and not testing:
+            # Inference appends [MASK] after the last item: one more position to attend to.
+            present = torch.cat([present, torch.zeros_like(present[:, :1])], dim=1) | info.schema
+        self.attention_mask = present.to(torch.long)
+        if training and self.last_item_share > 0:
+            info = self._force_last_item(item_ids, present, info)
+        return info
+
+    def _force_last_item(self, item_ids: torch.Tensor, present: torch.Tensor, info: MaskingInfo) -> MaskingInfo:
+        rows = torch.arange(item_ids.size(0), device=item_ids.device)
+        last = present.sum(dim=1) - 1
+        last_only = torch.full_like(item_ids, self.padding_idx)
+        last_only[rows, last] = item_ids[rows, last]
+        chosen = torch.rand(item_ids.size(0), device=item_ids.device) < self.last_item_share
+        targets = torch.where(chosen.unsqueeze(1), last_only, info.targets)
+        return MaskingInfo(targets != self.padding_idx, targets)
+
+    def transformer_optional_arguments(self) -> dict[str, Any]:
+        return {"attention_mask": self.attention_mask}

@@ -1,0 +1,85 @@
+"""Batch prediction: sessions from JSON lines or parquet in, top-k recommendations as JSON lines out.
+
+Input rows are ``{"session_id": ..., "movieIndices": [raw movie ids, oldest first]}``;
+``session_id`` is optional (the line number is used). See ``recommender`` for how unknown
+ids, empty and over-long sessions are handled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from t4r_app.errors import PredictInputError
+from t4r_app.recommender import Recommender
+from t4r_app.run_files import load_run
+
+SESSION_ID = "session_id"
+MOVIES = "movieIndices"
+
+
+@dataclass
+class PredictSummary:
+    sessions: int
+    unknown_movies: int
+    fallbacks: int
+    output: Path
+
+
+def _movie_list(value, where: str) -> list[int]:
+    if value is None:
+        return []
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, list) or any(isinstance(m, bool) or not isinstance(m, int) for m in value):
+        raise PredictInputError(f"{where}: '{MOVIES}' must be a list of integer movie ids, got {value!r}")
+    return value
+
+
+def read_sessions(path: str | Path) -> tuple[list, list[list[int]]]:
+    """(session ids, sessions) from a .jsonl/.json-lines file or a parquet file or folder."""
+    path = Path(path)
+    if not path.exists():
+        raise PredictInputError(f"sessions file not found: {path}")
+    if path.suffix == ".parquet" or path.is_dir():
+        import pandas as pd
+
+        frame = pd.read_parquet(path)
+        if MOVIES not in frame:
+            raise PredictInputError(f"{path}: no '{MOVIES}' column (columns: {', '.join(frame.columns)})")
+        ids = frame[SESSION_ID].tolist() if SESSION_ID in frame else list(range(len(frame)))
+        sessions = [_movie_list(v, f"{path}, row {i}") for i, v in enumerate(frame[MOVIES])]
+        return [i.item() if hasattr(i, "item") else i for i in ids], sessions
+    ids, sessions = [], []
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PredictInputError(f"{where}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict) or MOVIES not in row:
+                raise PredictInputError(f"{where}: expected an object with '{MOVIES}'")
+            ids.append(row.get(SESSION_ID, number))
+            sessions.append(_movie_list(row[MOVIES], where))
+    return ids, sessions
+
+
+def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path, top_k: int = 10, exclude_seen: bool = False) -> PredictSummary:
+    ids, sessions = read_sessions(input_path)
+    recommender = Recommender(load_run(run_dir))
+    results = recommender.recommend(sessions, ids, top_k=top_k, exclude_seen=exclude_seen)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(output_path, "w") as handle:
+        for result in results:
+            handle.write(json.dumps(result.to_json()) + "\n")
+    return PredictSummary(
+        sessions=len(results),
+        unknown_movies=sum(len(r.unknown_movies) for r in results),
+        fallbacks=sum(r.fallback is not None for r in results),
+        output=output_path,
+    )

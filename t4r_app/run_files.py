@@ -1,0 +1,90 @@
+"""The files of a run directory and the reloadable model inside it.
+
+The model is stored as its weights plus the dataset schema it was built from; the
+architecture comes back from ``RUN_DIR/config.yaml`` through the same ``build_model``,
+so a reloaded model is the trained one, not a pickled snapshot of library internals.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from merlin.io import Dataset
+from merlin.schema import Schema
+from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+
+from t4r_app.config import AppConfig, load_config
+from t4r_app.errors import RunError
+from t4r_app.model import build_model, item_schema
+
+CHECKPOINTS = "checkpoints"
+MODEL_DIR = "model"
+WEIGHTS = "weights.pt"
+SCHEMA = "schema.pbtxt"
+CONFIG = "config.yaml"
+RUN_INFO = "run.json"
+ITEM_MAPPING = "item_mapping.parquet"
+MONITOR_METRIC = "eval_/next-item/ndcg_at_10"  # how T4R's Trainer names validation NDCG@10
+
+
+@dataclass
+class RunInfo:
+    data_dir: str
+    device: str
+    torch: str
+    transformers4rec: str
+    transformers: str
+
+
+def load_schema(split_dir: str | Path) -> Schema:
+    return Dataset(str(split_dir), engine="parquet", cpu=True).schema
+
+
+def write_run_info(run_dir: Path, info: RunInfo) -> None:
+    (run_dir / RUN_INFO).write_text(json.dumps(asdict(info), indent=2))
+
+
+def read_run_info(run_dir: Path) -> RunInfo:
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a training run (no {RUN_INFO}): train one with `t4r-app train`")
+    return RunInfo(**json.loads(path.read_text()))
+
+
+def save_model(model: torch.nn.Module, schema: Schema, run_dir: Path, data_dir: Path) -> Path:
+    """Weights, schema and the movie mapping: everything inference needs, without the data dir."""
+    directory = Path(run_dir) / MODEL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), directory / WEIGHTS)
+    TensorflowMetadata.from_merlin_schema(schema).to_proto_text_file(str(directory), SCHEMA)
+    shutil.copyfile(Path(data_dir) / ITEM_MAPPING, directory / ITEM_MAPPING)
+    return directory
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: AppConfig
+    info: RunInfo
+    schema: Schema
+    model: torch.nn.Module
+
+
+def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
+    """The trained model of a run, in eval mode, with its config and schema."""
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    weights = run_dir / MODEL_DIR / WEIGHTS
+    if not weights.is_file():
+        raise RunError(f"{run_dir} has no trained model ({weights} is missing): did training finish?")
+    config = load_config(run_dir / CONFIG)
+    schema = item_schema(TensorflowMetadata.from_proto_text_file(str(run_dir / MODEL_DIR), SCHEMA).to_merlin_schema())
+    model = build_model(schema, config.model, config.evaluate.top_ks)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.load_state_dict(torch.load(weights, map_location=device))
+    model.to(device).eval()
+    return LoadedRun(run_dir, config, info, schema, model)

@@ -1,0 +1,218 @@
+"""Training BERT4Rec with T4R's Trainer: validation each epoch, early stopping, resumable runs.
+
+A run directory holds everything about one training run::
+
+    RUN_DIR/config.yaml          the resolved configuration
+    RUN_DIR/run.json             where the data came from, device, versions
+    RUN_DIR/checkpoints/         Trainer checkpoints (model, optimiser, RNG states); --resume
+    RUN_DIR/training_log.csv     loss and validation metrics per evaluation
+    RUN_DIR/training_curves.png  training loss and validation NDCG@10 per epoch
+    RUN_DIR/model/               the best model (weights + schema), reloadable
+    RUN_DIR/metrics.json         best epoch, best validation metrics, time, throughput
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import transformers
+import transformers4rec
+import transformers4rec.torch as tr
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+from transformers4rec.config.trainer import T4RecTrainingArguments
+
+from t4r_app.config import AppConfig, save_config
+from t4r_app.errors import TrainingError
+from t4r_app.model import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
+from t4r_app.run_files import CHECKPOINTS, CONFIG, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info
+from t4r_app.training_log import TrainingLog, TrainingProgress
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: float
+    best_valid_ndcg: float
+    epochs_run: float
+    stopped_early: bool
+    train_seconds: float
+    sequences_per_second: float
+    device: str
+
+
+class EarlyStopping(TrainerCallback):
+    """Stop after ``patience`` evaluations without a better monitored metric.
+
+    The count is recomputed from the Trainer's log history, which checkpoints carry, so a
+    resumed run keeps its patience instead of starting the count again.
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        values = [entry[MONITOR_METRIC] for entry in state.log_history if MONITOR_METRIC in entry]
+        if self.patience and values:
+            best_index = max(range(len(values)), key=lambda i: (values[i], -i))
+            if len(values) - 1 - best_index >= self.patience:
+                control.should_training_stop = True
+        return control
+
+
+def _checkpoint_rng_loading():
+    """Let the Trainer reload the RNG states it saved in our own checkpoints.
+
+    torch >= 2.6 loads with ``weights_only=True``, and transformers 4.30 does not say
+    otherwise, so the NumPy RNG state in ``rng_state.pth`` would be refused on --resume.
+    Only the NumPy types that state is made of are allowed.
+    """
+    allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    return torch.serialization.safe_globals(allowed)
+
+
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_data(data_dir: Path) -> None:
+    for split in ("train", "valid"):
+        if not (data_dir / split / "schema.pbtxt").is_file():
+            raise TrainingError(f"{data_dir / split} has no schema.pbtxt: is {data_dir} the output of `t4r-app preprocess`?")
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
+    checkpoints = run_dir / CHECKPOINTS
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume and last is None:
+        raise TrainingError(f"--resume: {checkpoints} has no checkpoint to continue from")
+    if not resume and last is not None:
+        raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return last
+
+
+def training_arguments(
+    config: AppConfig, run_dir: Path, max_length: int, vocabulary: int, steps_per_epoch: int, progress: bool
+) -> T4RecTrainingArguments:
+    train = config.train
+    eval_steps = steps_per_epoch * train.eval_every_epochs
+    return T4RecTrainingArguments(
+        # The Trainer keeps this many predictions per validation row; its default (100) fails
+        # on small catalogues and full logits would hold rows x movies floats in memory.
+        predict_top_k=min(MONITOR_K, vocabulary),
+        optim="adamw_torch",
+        output_dir=str(run_dir / CHECKPOINTS),
+        max_sequence_length=max_length,
+        data_loader_engine="merlin",
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.eval_batch_size,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_steps,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        evaluation_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=train.keep_checkpoints,
+        logging_strategy="steps",
+        logging_steps=steps_per_epoch,
+        load_best_model_at_end=True,
+        metric_for_best_model=MONITOR_METRIC,
+        greater_is_better=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else [],
+        logging_dir=str(run_dir / "tensorboard"),
+        dataloader_drop_last=False,
+    )
+
+
+def train(
+    config: AppConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: list[TrainerCallback] | None = None,
+) -> TrainResult:
+    """Train BERT4Rec on ``data_dir`` (preprocess output) into ``run_dir``; see the module doc."""
+    data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir)
+    _check_data(data_dir)
+    last_checkpoint = _prepare_run_dir(run_dir, resume)
+    save_config(config, run_dir / CONFIG)
+    write_run_info(
+        run_dir,
+        RunInfo(str(data_dir), _device(), torch.__version__, transformers4rec.__version__, transformers.__version__),
+    )
+    transformers.set_seed(config.seed)
+    schema = item_schema(load_schema(data_dir / "train"))
+    max_length = max_sequence_length(schema)
+    train_sequences = _row_count(data_dir / "train")
+    steps_per_epoch = max(1, math.ceil(train_sequences / config.train.batch_size))
+    first_validation = steps_per_epoch * config.train.eval_every_epochs
+    if config.train.max_steps and config.train.max_steps < first_validation:
+        raise TrainingError(
+            f"train.max_steps={config.train.max_steps} ends before the first validation "
+            f"(after {first_validation} steps): raise it or lower train.eval_every_epochs"
+        )
+    model = build_model(schema, config.model, config.evaluate.top_ks)
+    trainer = tr.Trainer(
+        model=model,
+        args=training_arguments(config, run_dir, max_length, vocabulary_size(schema), steps_per_epoch, progress),
+        schema=schema,
+        train_dataset_or_path=str(data_dir / "train"),
+        eval_dataset_or_path=str(data_dir / "valid"),
+        compute_metrics=True,
+        callbacks=[EarlyStopping(config.train.patience), TrainingLog(run_dir), *(callbacks or [])],
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(TrainingProgress(enabled=progress))
+    started = time.perf_counter()
+    with _checkpoint_rng_loading():
+        trainer.train(resume_from_checkpoint=last_checkpoint)
+    seconds = time.perf_counter() - started
+    save_model(trainer.model, schema, run_dir, data_dir)
+    first_step = int(last_checkpoint.rsplit("-", 1)[1]) if last_checkpoint else 0
+    result = _summarise(trainer.state, run_dir, seconds, train_sequences, steps_per_epoch, config.train.batch_size, first_step)
+    (run_dir / "metrics.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+    return result
+
+
+def _row_count(split_dir: Path) -> int:
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in split_dir.glob("*.parquet"))
+
+
+def _summarise(
+    state, run_dir: Path, seconds: float, train_sequences: int, steps_per_epoch: int, batch_size: int, first_step: int
+) -> TrainResult:
+    evaluations = [entry for entry in state.log_history if MONITOR_METRIC in entry]
+    if not evaluations:
+        raise TrainingError("training ended before the first validation: raise train.epochs or train.max_steps")
+    best = max(evaluations, key=lambda entry: entry[MONITOR_METRIC])
+    epochs_run = state.global_step / steps_per_epoch
+    steps_now = state.global_step - first_step
+    trained_sequences = min(steps_now * batch_size, steps_now / steps_per_epoch * train_sequences)
+    return TrainResult(
+        run_dir=run_dir,
+        best_epoch=round(best["epoch"], 3),
+        best_valid_ndcg=best[MONITOR_METRIC],
+        epochs_run=round(epochs_run, 3),
+        stopped_early=state.global_step < state.max_steps,
+        train_seconds=round(seconds, 2),
+        sequences_per_second=round(trained_sequences / seconds, 1) if seconds else 0.0,
+        device=_device(),
+    )

@@ -1,0 +1,85 @@
+"""Grid search of the mask probability (and optionally the forced-last-item share) on validation.
+
+Each setting is a full training run with early stopping under ``OUTPUT/trials/``; only
+validation NDCG@10 decides, so the test split stays unseen. Writes ``OUTPUT/tune.csv``,
+``OUTPUT/tune.png`` and ``OUTPUT/best_config.yaml`` (the input config with the winner).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from t4r_app.config import AppConfig, save_config
+from t4r_app.training import train
+
+CSV_FILE = "tune.csv"
+PLOT_FILE = "tune.png"
+BEST_CONFIG = "best_config.yaml"
+
+
+@dataclass
+class Trial:
+    mask_probability: float
+    last_item_mask_share: float
+    valid_ndcg_at_10: float
+    best_epoch: float
+    train_seconds: float
+    run_dir: str
+
+
+def grid(config: AppConfig) -> list[tuple[float, float]]:
+    shares = config.tune.last_item_mask_shares or [config.model.last_item_mask_share]
+    return [(p, s) for p in config.tune.mask_probabilities for s in shares]
+
+
+def tune(config: AppConfig, data_dir: str | Path, output: str | Path, progress: bool = True) -> tuple[list[Trial], AppConfig]:
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    trials: list[Trial] = []
+    for index, (probability, share) in enumerate(grid(config), start=1):
+        trial_config = copy.deepcopy(config)
+        trial_config.model.mask_probability = probability
+        trial_config.model.last_item_mask_share = share
+        run_dir = output / "trials" / f"mask{probability:g}_last{share:g}"
+        print(f"tune: trial {index}/{len(grid(config))}: mask_probability={probability:g} last_item_mask_share={share:g}")
+        result = train(trial_config, data_dir, run_dir, resume=(run_dir / "checkpoints").is_dir(), progress=progress)
+        trials.append(
+            Trial(probability, share, round(result.best_valid_ndcg, 6), result.best_epoch, result.train_seconds, str(run_dir))
+        )
+        _write_csv(trials, output / CSV_FILE)
+    best = max(trials, key=lambda trial: trial.valid_ndcg_at_10)
+    best_config = copy.deepcopy(config)
+    best_config.model.mask_probability = best.mask_probability
+    best_config.model.last_item_mask_share = best.last_item_mask_share
+    save_config(best_config, output / BEST_CONFIG)
+    _plot(trials, output / PLOT_FILE)
+    return trials, best_config
+
+
+def _write_csv(trials: list[Trial], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(Trial.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(trial.__dict__ for trial in trials)
+
+
+def _plot(trials: list[Trial], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    for share in sorted({t.last_item_mask_share for t in trials}):
+        points = sorted((t.mask_probability, t.valid_ndcg_at_10) for t in trials if t.last_item_mask_share == share)
+        axis.plot(*zip(*points), marker="o", label=f"last-item share {share:g}")
+    axis.set_xlabel("mask probability")
+    axis.set_ylabel("validation NDCG@10")
+    axis.legend(fontsize=8)
+    axis.set_title("Mask probability grid (validation)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,93 @@
+"""Training through T4R's Trainer on tiny generated data: files, loss, resume, determinism, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from conftest import tiny_config
+from t4r_app.errors import TrainingError
+from t4r_app.run_files import MODEL_DIR, WEIGHTS, load_run
+from t4r_app.training import train
+
+
+def _log(run_dir):
+    with open(run_dir / "training_log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_writes_its_files_and_the_loss_falls(tiny_run):
+    for name in ("config.yaml", "run.json", "metrics.json", "training_log.csv", "training_curves.png"):
+        assert (tiny_run / name).is_file(), name
+    assert (tiny_run / MODEL_DIR / WEIGHTS).is_file()
+    rows = _log(tiny_run)
+    losses = [float(r["train_loss"]) for r in rows if r["train_loss"]]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert all(r["valid_ndcg@10"] for r in rows)  # validated every epoch
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["device"] in ("cpu", "cuda")
+    best = max(float(r["valid_ndcg@10"]) for r in rows)
+    assert metrics["best_valid_ndcg"] == pytest.approx(best)
+
+
+def test_saved_model_reloads_with_the_same_weights(tiny_run):
+    run = load_run(tiny_run)
+    saved = torch.load(tiny_run / MODEL_DIR / WEIGHTS)
+    assert all(torch.equal(saved[name], value) for name, value in run.model.state_dict().items())
+    assert not run.model.training
+
+
+class _StopAfter(TrainerCallback):
+    """Interrupts training after an epoch, as a crash after the checkpoint would."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if state.epoch >= self.epochs:
+            control.should_training_stop = True
+
+
+def _final_weights(run_dir):
+    return torch.load(run_dir / MODEL_DIR / WEIGHTS)
+
+
+def test_same_seed_same_run_and_resume_continues_exactly(tiny_data, tmp_path):
+    config = tiny_config("train.epochs=4", "train.patience=0")
+    straight = train(config, tiny_data, tmp_path / "a", progress=False)
+    again = train(config, tiny_data, tmp_path / "b", progress=False)
+    assert again.best_valid_ndcg == straight.best_valid_ndcg
+    assert [r["valid_ndcg@10"] for r in _log(tmp_path / "a")] == [r["valid_ndcg@10"] for r in _log(tmp_path / "b")]
+
+    interrupted = train(config, tiny_data, tmp_path / "c", progress=False, callbacks=[_StopAfter(2)])
+    assert interrupted.epochs_run == 2
+    resumed = train(config, tiny_data, tmp_path / "c", resume=True, progress=False)
+    assert resumed.epochs_run == 4
+    assert [r["valid_ndcg@10"] for r in _log(tmp_path / "c")] == [r["valid_ndcg@10"] for r in _log(tmp_path / "a")]
+    a, c = _final_weights(tmp_path / "a"), _final_weights(tmp_path / "c")
+    assert all(torch.allclose(a[name], c[name], atol=1e-6) for name in a)
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(tiny_data, tmp_path):
+    # A learning rate this high makes validation worse, so patience runs out quickly.
+    config = tiny_config("train.epochs=30", "train.patience=2", "train.learning_rate=0.5", "train.warmup_steps=0")
+    result = train(config, tiny_data, tmp_path / "run", progress=False)
+    assert result.stopped_early and result.epochs_run < 30
+    rows = _log(tmp_path / "run")
+    scores = [float(r["valid_ndcg@10"]) for r in rows]
+    best = scores.index(max(scores))
+    assert len(scores) - 1 - best == 2  # stopped exactly when patience ran out
+    assert result.best_epoch == float(rows[best]["epoch"])
+
+
+def test_refuses_to_overwrite_a_run_or_resume_nothing(tiny_data, tiny_run, tmp_path):
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(tiny_config(), tiny_data, tiny_run, progress=False)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(tiny_config(), tiny_data, tmp_path / "new", resume=True, progress=False)
+    with pytest.raises(TrainingError, match="output of `t4r-app preprocess`"):
+        train(tiny_config(), tmp_path, tmp_path / "other", progress=False)
