@@ -15,9 +15,14 @@ SESSIONS ?= $(DEMO_DIR)/raw/sample_sessions.jsonl
 PREDICTIONS ?= $(RUN_DIR)/predictions.jsonl
 TOP_K ?= 10
 TUNE_DIR ?= runs/tune
+REPOSITORY ?= $(RUN_DIR)/triton
+TARGET ?=
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
 OVERRIDES ?=
 
-.PHONY: setup demo test preprocess train evaluate predict tune bench bench-etl bench-train clean help
+.PHONY: setup demo test preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,15 +35,20 @@ $(VENV)/.installed: constraints.txt pyproject.toml
 	$(VENV_PYTHON) -m pip install -q "pip>=23,<24"
 	$(VENV_PYTHON) -m pip install -q -c constraints.txt setuptools wheel
 	$(VENV_PYTHON) -m pip install -q -c constraints.txt --no-build-isolation -e ".[test]"
+	# tritonserver (python backend only) from the nvidia-pytriton wheel; --no-deps because the wheel
+	# pins tritonclient ~=2.50 for its own Python API, which this project does not use
+	$(VENV_PYTHON) -m pip install -q --no-deps -c constraints.txt nvidia-pytriton
 	touch $@
 
-demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict on sample data (about 6 min on 2 cores)
+demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> export -> serve on sample data (about 7 min)
 	$(APP) generate --output $(DEMO_DIR)/raw --users 3000 --movies 500 --seed 7 --zip
 	$(APP) preprocess --config configs/demo.yaml --input $(DEMO_DIR)/raw/recommandation.zip --output $(DEMO_DIR)/processed $(OVERRIDES)
 	rm -rf $(DEMO_DIR)/run
 	$(APP) train --config configs/demo.yaml --data $(DEMO_DIR)/processed --output $(DEMO_DIR)/run $(OVERRIDES)
 	$(APP) evaluate --run $(DEMO_DIR)/run
 	$(APP) predict --run $(DEMO_DIR)/run --input $(DEMO_DIR)/raw/sample_sessions.jsonl --output $(DEMO_DIR)/run/predictions.jsonl --top-k 5 --show 3
+	$(APP) export --run $(DEMO_DIR)/run --output $(DEMO_DIR)/run/triton --top-k 5
+	$(APP) serve --repository $(DEMO_DIR)/run/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --try-sessions $(DEMO_DIR)/raw/sample_sessions.jsonl --run $(DEMO_DIR)/run
 
 test: $(SETUP)  ## run the test suite
 	$(VENV_PYTHON) -m pytest -q
@@ -58,13 +68,22 @@ predict: $(SETUP)  ## RUN_DIR=... SESSIONS=sessions.jsonl PREDICTIONS=preds.json
 tune: $(SETUP)  ## DATA_DIR=... TUNE_DIR=runs/tune CONFIG=...: mask-probability grid on validation
 	$(APP) tune --config $(CONFIG) --data $(DATA_DIR) --output $(TUNE_DIR) $(OVERRIDES)
 
-bench: bench-etl bench-train  ## all benchmarks (JSON under bench/results/)
+export: $(SETUP)  ## RUN_DIR=... REPOSITORY=RUN_DIR/triton TARGET=cpu: Triton ensemble (workflow + model)
+	$(APP) export --run $(RUN_DIR) --output $(REPOSITORY) $(if $(TARGET),--target $(TARGET)) --top-k $(TOP_K)
+
+serve: $(SETUP)  ## REPOSITORY=... HTTP_PORT=8000 GRPC_PORT=8001 METRICS_PORT=8002: tritonserver until Ctrl-C
+	$(APP) serve --repository $(REPOSITORY) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+bench: bench-etl bench-train bench-serve  ## all benchmarks (JSON under bench/results/)
 
 bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/results/etl.json
 	$(VENV_PYTHON) bench/bench_etl.py --output bench/results/etl.json
 
 bench-train: $(SETUP)  ## training throughput at length 50 and 200, time to early stop -> bench/results/train.json
 	$(VENV_PYTHON) bench/bench_train.py --output bench/results/train.json
+
+bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
+	$(VENV_PYTHON) bench/bench_serve.py --output bench/results/serve.json
 
 clean:  ## remove generated data and runs (keeps .venv)
 	rm -rf data runs bench/work

@@ -114,7 +114,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from t4r_app.predict import predict
 
-    summary = predict(args.run, args.input, args.output, top_k=args.top_k, exclude_seen=args.exclude_seen)
+    summary = predict(
+        args.run, args.input, args.output, args.top_k, args.exclude_seen, server=args.server, protocol=args.protocol
+    )
     if args.show:
         _show_predictions(summary.output, args.show)
     print(
@@ -129,12 +131,125 @@ def _show_predictions(path: Path, count: int) -> None:
     import json
 
     with open(path) as handle:
-        for _, line in zip(range(count), handle):
-            row = json.loads(line)
-            note = f" ({row['fallback']})" if row.get("fallback") else ""
-            print(f"session {row['session_id']}{note}")
-            for rank, (movie, title, score) in enumerate(zip(row["movieIndices"], row["titles"], row["scores"]), start=1):
-                print(f"  {rank:>2}. {title:<40} movie {movie:<7} score {score:.4f}")
+        _print_recommendations([json.loads(line) for _, line in zip(range(count), handle)])
+
+
+def _print_recommendations(rows: list[dict]) -> None:
+    for row in rows:
+        note = f" ({row['fallback']})" if row.get("fallback") else ""
+        print(f"session {row['session_id']}{note}")
+        for rank, (movie, title, score) in enumerate(zip(row["movieIndices"], row["titles"], row["scores"]), start=1):
+            print(f"  {rank:>2}. {title:<40} movie {movie:<7} score {score:.4f}")
+
+
+def _movie_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of movie ids") from None
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    import json
+
+    from t4r_app.errors import SessionError
+    from t4r_app.predict import make_recommender
+    from t4r_app.titles import find_movie
+
+    recommender = make_recommender(args.run, args.server, args.protocol)
+    session = list(args.session or [])
+    session += [find_movie(title, recommender.title_of_movie) for title in args.titles or []]
+    if not session:
+        raise SessionError("the session is empty: give --session 12,45,7 or --titles 'Title (Year)' ...")
+    result = recommender.recommend([session], top_k=args.top_k, exclude_seen=args.exclude_seen)[0]
+    if result.unknown_movies:
+        unknown = ", ".join(map(str, result.unknown_movies))
+        if result.fallback:
+            raise SessionError(f"none of the session's movies is known to the model (unknown ids: {unknown})")
+        print(f"left out movie ids the model does not know: {unknown}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    print(f"{'rank':>4}  {'title':<44} {'movie':>7}  score")
+    for rank, (movie, title, score) in enumerate(zip(result.movies, result.titles, result.scores), start=1):
+        print(f"{rank:>4}  {title[:44]:<44} {movie:>7}  {score:.4f}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from t4r_app.export import export_run
+
+    repository = export_run(args.run, args.output, target=args.target, top_k=args.top_k)
+    print(f"exported the Triton ensemble (workflow + BERT4Rec, top {args.top_k}) to {repository}")
+    print(f"serve it with: t4r-app serve --repository {repository}")
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from t4r_app.triton_server import TritonServer
+
+    server = TritonServer(
+        args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port, log_path=args.log_file
+    )
+    print(f"starting tritonserver on {args.repository} (log: {server.log_path}) ...", flush=True)
+    # Stop cleanly on Ctrl-C and on SIGTERM, also when started in the background (where the
+    # shell leaves SIGINT ignored); the previous handlers come back afterwards.
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with server:
+            return _try_server(server, args) if args.try_sessions else _serve_until_stopped(server, args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve_until_stopped(server, args: argparse.Namespace) -> int:
+    import time
+
+    print(
+        f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {args.host}:{args.metrics_port}; Ctrl-C stops it",
+        flush=True,
+    )
+    try:
+        while server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping tritonserver ...", flush=True)
+        return 0
+    print(f"tritonserver exited with code {server.process.returncode}:\n{server.log_tail()}", file=sys.stderr)
+    return 1
+
+
+def _try_server(server, args: argparse.Namespace) -> int:
+    from t4r_app.errors import ServeError
+    from t4r_app.predict import read_sessions
+    from t4r_app.triton_client import TritonRecommender
+
+    if not args.run:
+        raise ServeError("--try-sessions needs --run (the RUN_DIR the repository was exported from)")
+    ids, sessions = read_sessions(args.try_sessions)
+    client = TritonRecommender(server.http_url, args.run)
+    try:
+        answers = client.recommend(sessions, ids, top_k=client.served_top_k())
+    finally:
+        client.close()
+    print(f"recommendations from tritonserver at {server.http_url}:")
+    _print_recommendations([answer.to_json() for answer in answers])
+    print("stopping tritonserver ...", flush=True)
+    return 0
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", metavar="HOST:PORT", help="ask this Triton server instead of loading the model here")
+    parser.add_argument(
+        "--protocol", choices=("http", "grpc"), help="protocol for --server (default: grpc on port 8001, else http)"
+    )
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -250,7 +365,64 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=_positive_int, default=10, help="recommendations per session (default 10)")
     predict.add_argument("--exclude-seen", action="store_true", help="never recommend a movie already in the session")
     predict.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N sessions' recommendations")
+    _add_server_arguments(predict)
     predict.set_defaults(handler=_cmd_predict)
+
+    recommend = commands.add_parser(
+        "recommend",
+        help="top-k next movies for one session given on the command line",
+        description=(
+            "Prints a ranked table (rank, title, movie id, score) of the movies most likely to come next "
+            "after the session. Titles match exactly, else ignoring case, else as the one title containing "
+            "the text; an ambiguous or unknown title is an error listing candidates."
+        ),
+    )
+    recommend.add_argument("--run", required=True, help="RUN_DIR written by `t4r-app train`")
+    recommend.add_argument("--session", type=_movie_ids, metavar="ID,ID,...", help="raw movie ids, oldest first")
+    recommend.add_argument("--titles", nargs="+", metavar="TITLE", help="movie titles, oldest first (after --session)")
+    recommend.add_argument("--top-k", type=_positive_int, default=10, help="how many movies (default 10)")
+    recommend.add_argument("--exclude-seen", action="store_true", help="leave out movies already in the session")
+    recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_server_arguments(recommend)
+    recommend.set_defaults(handler=_cmd_recommend)
+
+    export = commands.add_parser(
+        "export",
+        help="export a run as a Triton ensemble (NVTabular workflow + traced BERT4Rec)",
+        description=(
+            "Writes a Triton model repository with merlin-systems: the serving part of the run's NVTabular "
+            "workflow (raw movie ids in, encoded and truncated sessions out) followed by the BERT4Rec model "
+            "traced in eval mode, returning the top-k raw movie ids and their scores. Requests carry "
+            "'movieIndices' as merlin ragged inputs (movieIndices__values INT64, movieIndices__offsets INT32), "
+            "one or many sessions each; the answer is 'movie_ids' and 'scores', shape (sessions, k). "
+            "Target cpu runs every step in Triton's python backend."
+        ),
+    )
+    export.add_argument("--run", required=True, help="RUN_DIR written by `t4r-app train`")
+    export.add_argument("--output", required=True, help="model repository folder to write (replaced if present)")
+    export.add_argument("--target", choices=("cpu", "gpu"), help="cpu (default): python backend only; gpu: not implemented yet")
+    export.add_argument("--top-k", type=_positive_int, default=10, help="movies per answer (default 10)")
+    export.set_defaults(handler=_cmd_export)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run tritonserver on an exported repository until Ctrl-C",
+        description=(
+            "Starts the tritonserver on PATH (the Merlin container) or else the one in the nvidia-pytriton "
+            "wheel, waits until it reports ready, prints the endpoints and stops it cleanly on Ctrl-C."
+        ),
+    )
+    serve.add_argument("--repository", required=True, help="folder written by `t4r-app export`")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--http-port", type=_positive_int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument("--grpc-port", type=_positive_int, default=8001, help="gRPC port (default 8001)")
+    serve.add_argument("--metrics-port", type=_positive_int, default=8002, help="metrics port (default 8002)")
+    serve.add_argument("--log-file", help="server log (default: beside the repository)")
+    serve.add_argument(
+        "--try-sessions", metavar="FILE", help="instead of waiting: ask the server for these sessions, print, stop"
+    )
+    serve.add_argument("--run", help="with --try-sessions: the RUN_DIR the repository was exported from (titles)")
+    serve.set_defaults(handler=_cmd_serve)
 
     tune = _config_command(
         commands,

@@ -2,6 +2,7 @@
 
 from t4r_app.records import BadRecordError
 from t4r_app.sources import InputError
+from t4r_app.titles import TitleError
 
 
 class PreprocessError(RuntimeError):
@@ -23,4 +24,22 @@ class PredictInputError(ValueError):
     """A sessions file for ``predict`` cannot be read; the message names the file and line."""
 
 
-USER_ERRORS = USER_ERRORS + (TrainingError, RunError, PredictInputError)
+class SessionError(ValueError):
+    """A session given on the command line cannot be answered (empty, or no known movie)."""
+
+
+class ExportError(RuntimeError):
+    """A run cannot be exported as asked."""
+
+
+class ServeError(RuntimeError):
+    """tritonserver cannot start or did not become ready; the message says why."""
+
+
+class ServerError(RuntimeError):
+    """A Triton server could not be reached or refused a request; the message says which."""
+
+
+USER_ERRORS = USER_ERRORS + (
+    TrainingError, RunError, PredictInputError, SessionError, TitleError, ExportError, ServeError, ServerError
+)

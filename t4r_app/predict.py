@@ -68,9 +68,26 @@ def read_sessions(path: str | Path) -> tuple[list, list[list[int]]]:
     return ids, sessions
 
 
-def predict(run_dir: str | Path, input_path: str | Path, output_path: str | Path, top_k: int = 10, exclude_seen: bool = False) -> PredictSummary:
+def make_recommender(run_dir: str | Path, server: str | None = None, protocol: str | None = None):
+    """The run's model in this process, or a client of the Triton server that serves it."""
+    if server:
+        from t4r_app.triton_client import TritonRecommender
+
+        return TritonRecommender(server, run_dir, protocol)
+    return Recommender(load_run(run_dir))
+
+
+def predict(
+    run_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    top_k: int = 10,
+    exclude_seen: bool = False,
+    server: str | None = None,
+    protocol: str | None = None,
+) -> PredictSummary:
     ids, sessions = read_sessions(input_path)
-    recommender = Recommender(load_run(run_dir))
+    recommender = make_recommender(run_dir, server, protocol)
     results = recommender.recommend(sessions, ids, top_k=top_k, exclude_seen=exclude_seen)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)

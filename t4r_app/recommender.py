@@ -1,8 +1,10 @@
 """Top-k next movies for raw sessions: raw movie ids in, raw ids, scores and titles out.
 
-The documented behaviour for awkward sessions, shared by ``predict`` and ``recommend``:
+The documented behaviour for awkward sessions, shared by ``predict``, ``recommend`` and the
+Triton ensemble (which uses ``TopKScorer`` too):
 
-* movie ids the model never saw are left out of the session and listed in ``unknown_movies``;
+* movie ids the model never saw are left out of the session (and listed in ``unknown_movies``
+  where the answer has room for it);
 * a session with no known movie (empty, or all unknown) gets the most popular movies, with
   ``fallback: most_popular`` and popularity shares as scores;
 * a session longer than the model's window keeps its most recent ``max_seq_length - 1``
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -24,8 +27,69 @@ from t4r_app.model import max_sequence_length, vocabulary_size
 from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR, LoadedRun
 from t4r_app.scoring import score_batch
 from t4r_app.sequences_io import ItemSequences
+from workflow.sequences import FIRST_MOVIE_ID
 
 FALLBACK = "most_popular"
+LogitsFunction = Callable[[np.ndarray], np.ndarray]
+"""Scores over every item id for a right-padded (sessions, length) batch of item ids."""
+
+
+@dataclass
+class ItemCatalogue:
+    """What maps the model's item ids back to movies: raw ids, titles, popularity."""
+
+    movie_of_item: np.ndarray
+    title_of_item: np.ndarray
+    popularity: np.ndarray  # share of training interactions per item id
+
+    @classmethod
+    def from_mapping(cls, mapping: pd.DataFrame, vocabulary: int) -> "ItemCatalogue":
+        items = mapping["item_id"].to_numpy()
+        movie_of_item = np.full(vocabulary, -1, dtype=np.int64)
+        movie_of_item[items] = mapping["movie_index"].to_numpy()
+        title_of_item = np.full(vocabulary, "", dtype=object)
+        title_of_item[items] = mapping["title"].fillna("").to_numpy()
+        popularity = np.zeros(vocabulary)
+        popularity[items] = mapping["interactions"].to_numpy()
+        return cls(movie_of_item, title_of_item, popularity / max(popularity.sum(), 1.0))
+
+
+class TopKScorer:
+    """Encoded sessions in, top-k (item ids, scores, fallback flags) out."""
+
+    def __init__(self, logits: LogitsFunction, max_length: int, popularity: np.ndarray, batch_size: int = 256):
+        self.logits = logits
+        self.max_length = max_length
+        self.popularity = popularity
+        self.movies = movie_ids(len(popularity))
+        self.batch_size = batch_size
+
+    def top_k(
+        self, sessions: list[np.ndarray], top_k: int, exclude_seen: bool = False
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        # Ids below the first movie are padding, null or out-of-vocabulary: not movies.
+        sessions = [np.asarray(items, dtype=np.int64) for items in sessions]
+        sessions = [items[items >= FIRST_MOVIE_ID] for items in sessions]
+        known = np.array([index for index, items in enumerate(sessions) if len(items)], dtype=np.int64)
+        scores = np.tile(self.popularity, (len(sessions), 1))
+        if len(known):
+            encoded = ItemSequences.from_lists([sessions[index] for index in known])
+            for start in range(0, len(known), self.batch_size):
+                logits = self.logits(encoded.padded(start, start + self.batch_size, self.max_length - 1))
+                scores[known[start : start + self.batch_size]] = _softmax_over(logits, self.movies)
+        orders, best_scores = [], []
+        for index, row in enumerate(scores):
+            allowed = np.zeros(len(row), dtype=bool)
+            allowed[self.movies] = True
+            if exclude_seen:
+                allowed[sessions[index]] = False
+            candidates = np.flatnonzero(allowed)
+            order = candidates[np.argsort(-row[candidates], kind="stable")[:top_k]]
+            orders.append(order)
+            best_scores.append(row[order])
+        fallback = np.ones(len(sessions), dtype=bool)
+        fallback[known] = False
+        return orders, best_scores, fallback
 
 
 @dataclass
@@ -47,20 +111,16 @@ class Recommendation:
 
 
 class Recommender:
+    """The trained model of a run, answering raw sessions in this process."""
+
     def __init__(self, run: LoadedRun):
-        self.model = run.model
-        self.max_length = max_sequence_length(run.schema)
         vocabulary = vocabulary_size(run.schema)
         mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
         self.item_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["item_id"].tolist()))
-        self.movie_of_item = np.full(vocabulary, -1, dtype=np.int64)
-        self.movie_of_item[mapping["item_id"].to_numpy()] = mapping["movie_index"].to_numpy()
-        self.title_of_item = np.full(vocabulary, "", dtype=object)
-        self.title_of_item[mapping["item_id"].to_numpy()] = mapping["title"].fillna("").to_numpy()
-        self.movies = movie_ids(vocabulary)
-        popularity = np.zeros(vocabulary)
-        popularity[mapping["item_id"].to_numpy()] = mapping["interactions"].to_numpy()
-        self.popularity = popularity / max(popularity.sum(), 1.0)
+        self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
+        self.catalogue = ItemCatalogue.from_mapping(mapping, vocabulary)
+        model = run.model
+        self.scorer = TopKScorer(lambda batch: score_batch(model, batch), max_sequence_length(run.schema), self.catalogue.popularity)
 
     def encode(self, movies: list[int]) -> tuple[list[int], list[int]]:
         """(item ids of the known movies, the unknown movie ids), order kept."""
@@ -79,39 +139,21 @@ class Recommender:
         session_ids: list | None = None,
         top_k: int = 10,
         exclude_seen: bool = False,
-        batch_size: int = 256,
     ) -> list[Recommendation]:
         session_ids = session_ids if session_ids is not None else list(range(len(sessions)))
         encoded = [self.encode(movies) for movies in sessions]
-        known = [index for index, (items, _) in enumerate(encoded) if items]
-        scores = np.zeros((len(sessions), len(self.popularity)))
-        if known:
-            items = ItemSequences.from_lists([encoded[index][0] for index in known])
-            for start in range(0, len(known), batch_size):
-                logits = score_batch(self.model, items.padded(start, start + batch_size, self.max_length - 1))
-                scores[known[start : start + batch_size]] = _softmax_over(logits, self.movies)
-        fallback = np.setdiff1d(np.arange(len(sessions)), known)
-        scores[fallback] = self.popularity
-        results = []
-        for index, (items, unknown) in enumerate(encoded):
-            row = scores[index].copy()
-            allowed = np.zeros(len(row), dtype=bool)
-            allowed[self.movies] = True
-            if exclude_seen:
-                allowed[items] = False
-            candidates = np.flatnonzero(allowed)
-            order = candidates[np.argsort(-row[candidates], kind="stable")[:top_k]]
-            results.append(
-                Recommendation(
-                    session_id=session_ids[index],
-                    movies=self.movie_of_item[order].tolist(),
-                    scores=[float(s) for s in row[order]],
-                    titles=self.title_of_item[order].tolist(),
-                    unknown_movies=unknown,
-                    fallback=None if items else FALLBACK,
-                )
+        orders, scores, fallback = self.scorer.top_k([items for items, _ in encoded], top_k, exclude_seen)
+        return [
+            Recommendation(
+                session_id=session_ids[index],
+                movies=self.catalogue.movie_of_item[orders[index]].tolist(),
+                scores=[float(s) for s in scores[index]],
+                titles=self.catalogue.title_of_item[orders[index]].tolist(),
+                unknown_movies=encoded[index][1],
+                fallback=FALLBACK if fallback[index] else None,
             )
-        return results
+            for index in range(len(sessions))
+        ]
 
 
 def _softmax_over(logits: np.ndarray, columns: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ SCHEMA = "schema.pbtxt"
 CONFIG = "config.yaml"
 RUN_INFO = "run.json"
 ITEM_MAPPING = "item_mapping.parquet"
+ETL_WORKFLOW = "etl_workflow"
 MONITOR_METRIC = "eval_/next-item/ndcg_at_10"  # how T4R's Trainer names validation NDCG@10
 
 
@@ -56,12 +57,14 @@ def read_run_info(run_dir: Path) -> RunInfo:
 
 
 def save_model(model: torch.nn.Module, schema: Schema, run_dir: Path, data_dir: Path) -> Path:
-    """Weights, schema and the movie mapping: everything inference needs, without the data dir."""
+    """Weights, schema, movie mapping, ETL workflow: what inference and export need, without the data dir."""
     directory = Path(run_dir) / MODEL_DIR
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / WEIGHTS)
     TensorflowMetadata.from_merlin_schema(schema).to_proto_text_file(str(directory), SCHEMA)
     shutil.copyfile(Path(data_dir) / ITEM_MAPPING, directory / ITEM_MAPPING)
+    # The fitted NVTabular workflow goes along, so that export needs nothing but the run.
+    shutil.copytree(Path(data_dir) / "workflow", directory / ETL_WORKFLOW, dirs_exist_ok=True)
     return directory
 
 

@@ -1,0 +1,146 @@
+"""Export a run as a Triton model repository: the NVTabular serving workflow, then BERT4Rec.
+
+The request carries raw movie ids (``movieIndices``, one list per session, many sessions
+per request); the response carries the top-k raw movie ids (``movie_ids``) and their
+scores (``scores``). The serving workflow is the fitted Categorify of the ETL (raw ids to
+item ids, unknown ids to OOV) followed by truncation to the model's window minus the
+[MASK] position; the model is traced in eval mode in T4R's inference mode, which appends
+[MASK] after each session's last item.
+
+Target ``cpu`` puts every step in Triton's python backend (one ``executor_model``), so it
+runs on a tritonserver that has nothing else, such as the one in the nvidia-pytriton wheel.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import torch
+from merlin.dag import postorder_iter_nodes
+from merlin.dtypes import int64
+from merlin.schema import ColumnSchema, Schema
+from merlin.systems.dag.ensemble import Ensemble
+
+import nvtabular as nvt
+from nvtabular import ops
+from t4r_app.errors import ExportError, RunError
+from t4r_app.model import max_sequence_length, vocabulary_size
+from t4r_app.recommender import ItemCatalogue
+from t4r_app.run_files import ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, LoadedRun, load_run
+from t4r_app.serving_ops import REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
+from t4r_app.sequences_io import ITEM_LIST
+from workflow.sequences import RAW_MOVIE
+
+ENSEMBLE_NAME = "executor_model"
+EXPORT_INFO = "t4r_export.json"
+TARGETS = ("cpu", "gpu")
+
+
+class NextItemLogits(torch.nn.Module):
+    """BERT4Rec in inference mode as a plain tensor-in, tensor-out module that tracing accepts."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        return self.model({ITEM_LIST: item_ids}, training=False, testing=False)
+
+
+def request_schema() -> Schema:
+    return Schema([ColumnSchema(REQUEST_COLUMN, dtype=int64, is_list=True, is_ragged=True)])
+
+
+def default_target() -> str:
+    # "gpu" (the model on the libtorch backend) is meant to become the default where a GPU is
+    # present; until it exists, cpu is the target that works everywhere.
+    return "cpu"
+
+
+def etl_workflow_dir(run: LoadedRun) -> Path:
+    saved = Path(run.run_dir) / MODEL_DIR / ETL_WORKFLOW
+    if saved.is_dir():
+        return saved
+    fallback = Path(run.info.data_dir) / "workflow"
+    if fallback.is_dir():
+        return fallback
+    raise RunError(f"{run.run_dir} has no NVTabular workflow ({saved}) and {fallback} is gone: preprocess and train again")
+
+
+def serving_workflow(etl_dir: Path, max_length: int) -> nvt.Workflow:
+    """Raw movie id lists in, encoded ``item_id-list`` of at most max_length - 1 items out."""
+    etl = nvt.Workflow.load(str(etl_dir))
+    categorify = next(node.op for node in postorder_iter_nodes(etl.output_node) if isinstance(node.op, ops.Categorify))
+    graph = (
+        [REQUEST_COLUMN]
+        >> ops.Rename(name=RAW_MOVIE)
+        >> categorify
+        >> ops.Rename(name=ITEM_LIST)
+        >> ops.ListSlice(-(max_length - 1))
+    )
+    workflow = nvt.Workflow(graph)
+    workflow.fit_schema(request_schema())
+    return workflow
+
+
+def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModule:
+    model.eval()
+    example = torch.zeros((2, max_length - 1), dtype=torch.long)
+    example[:, :3] = torch.tensor([3, 4, 5])
+    with torch.no_grad():
+        return torch.jit.trace(NextItemLogits(model).eval(), example, strict=False, check_trace=False)
+
+
+def build_ensemble(run: LoadedRun, top_k: int) -> Ensemble:
+    max_length = max_sequence_length(run.schema)
+    mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
+    catalogue = ItemCatalogue.from_mapping(mapping, vocabulary_size(run.schema))
+    workflow = serving_workflow(etl_workflow_dir(run), max_length)
+    predict = PredictTopK(
+        traced_model=trace_model(run.model, max_length),
+        movie_of_item=catalogue.movie_of_item,
+        popularity=catalogue.popularity,
+        max_length=max_length,
+        top_k=top_k,
+    )
+    graph = [REQUEST_COLUMN] >> ServingWorkflow(workflow) >> predict
+    return Ensemble(graph, request_schema())
+
+
+def export_run(run_dir: str | Path, output: str | Path, target: str | None = None, top_k: int = 10) -> Path:
+    """Write the Triton model repository for ``run_dir`` into ``output`` (replaced if present)."""
+    target = target or default_target()
+    if target not in TARGETS:
+        raise ExportError(f"unknown target '{target}': use one of {', '.join(TARGETS)}")
+    if target == "gpu":
+        raise ExportError(
+            "the gpu target (the model on Triton's libtorch backend) is not implemented yet; "
+            "use --target cpu, which runs on any tritonserver with the python backend, GPU or not"
+        )
+    run = load_run(run_dir, device="cpu")
+    vocabulary_movies = len(pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING))
+    if not 1 <= top_k <= vocabulary_movies:
+        raise ExportError(f"--top-k must be between 1 and the number of movies ({vocabulary_movies}), got {top_k}")
+    output = Path(output)
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    build_ensemble(run, top_k).export(str(output), runtime=PythonBackendRuntime(), name=ENSEMBLE_NAME)
+    # Our executor checks each request before merlin's runs it (see t4r_app/triton_model.py).
+    (output / ENSEMBLE_NAME / "1" / "model.py").write_text("from t4r_app.triton_model import TritonPythonModel  # noqa: F401\n")
+    info = {"run_dir": str(Path(run_dir).resolve()), "target": target, "top_k": top_k, "model": ENSEMBLE_NAME,
+            "max_seq_length": max_sequence_length(run.schema)}
+    (output / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+    return output
+
+
+def load_exported(repository: str | Path) -> Ensemble:
+    """The exported graph with its artifacts, to run in this process (what Triton's executor does)."""
+    path = Path(repository) / ENSEMBLE_NAME / "1" / "ensemble"
+    ensemble = Ensemble.load(str(path))
+    for node in postorder_iter_nodes(ensemble.graph.output_node, flatten_subgraphs=True):
+        node.op.load_artifacts(str(path))
+    return ensemble

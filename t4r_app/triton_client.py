@@ -1,0 +1,112 @@
+"""Asking a running Triton server for recommendations, with the same answers as in-process.
+
+The server returns raw movie ids and scores; titles, unknown ids and the popularity fallback
+are filled in here from the run's movie mapping, so ``predict --server`` and ``recommend
+--server`` print exactly what their in-process forms print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from t4r_app.errors import RunError, ServerError
+from t4r_app.export import ENSEMBLE_NAME
+from t4r_app.recommender import FALLBACK, Recommendation
+from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR
+from t4r_app.serving_ops import MOVIE_IDS, OFFSETS_INPUT, SCORES, VALUES_INPUT
+
+GRPC_DEFAULT_PORT = 8001
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ServerError(f"--server must look like HOST:PORT, got '{address}'")
+    return host, int(port)
+
+
+def encode_request(sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of sessions as merlin's ragged pair: flat values and row offsets."""
+    lengths = [len(session) for session in sessions]
+    values = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions]) if sum(lengths) else np.zeros(0, np.int64)
+    offsets = np.zeros(len(sessions) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return values, offsets
+
+
+class TritonRecommender:
+    """Same ``recommend`` as ``Recommender``, answered by a Triton server."""
+
+    def __init__(self, address: str, run_dir: str | Path, protocol: str | None = None):
+        host, port = parse_address(address)
+        self.protocol = protocol or ("grpc" if port == GRPC_DEFAULT_PORT else "http")
+        if self.protocol == "grpc":
+            import tritonclient.grpc as client_module
+        else:
+            import tritonclient.http as client_module
+        self.module = client_module
+        self.client = client_module.InferenceServerClient(f"{host}:{port}")
+        self.address = address
+        mapping_path = Path(run_dir) / MODEL_DIR / ITEM_MAPPING
+        if not mapping_path.is_file():
+            raise RunError(f"{run_dir} has no movie mapping ({mapping_path}): give the RUN_DIR the server was exported from")
+        mapping = pd.read_parquet(mapping_path)
+        self.known_movies = set(mapping["movie_index"].tolist())
+        self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def served_top_k(self) -> int:
+        """How many movies the exported ensemble answers per session."""
+        try:
+            metadata = self.client.get_model_metadata(ENSEMBLE_NAME)
+        except Exception as error:
+            raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+        if isinstance(metadata, dict):  # HTTP answers JSON, gRPC a protobuf message
+            outputs = {output["name"]: output["shape"] for output in metadata["outputs"]}
+        else:
+            outputs = {output.name: list(output.shape) for output in metadata.outputs}
+        return int(outputs[MOVIE_IDS][-1])
+
+    def infer(self, sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        values, offsets = encode_request(sessions)
+        inputs = [
+            self.module.InferInput(VALUES_INPUT, list(values.shape), "INT64"),
+            self.module.InferInput(OFFSETS_INPUT, list(offsets.shape), "INT32"),
+        ]
+        inputs[0].set_data_from_numpy(values)
+        inputs[1].set_data_from_numpy(offsets)
+        try:
+            result = self.client.infer(ENSEMBLE_NAME, inputs)
+        except Exception as error:  # tritonclient raises its own exception types per protocol
+            raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+        return result.as_numpy(MOVIE_IDS), result.as_numpy(SCORES)
+
+    def recommend(
+        self, sessions: list[list[int]], session_ids: list | None = None, top_k: int = 10, exclude_seen: bool = False
+    ) -> list[Recommendation]:
+        if exclude_seen:
+            raise ServerError("--exclude-seen is not available with --server: the exported ensemble ranks all movies")
+        session_ids = session_ids if session_ids is not None else list(range(len(sessions)))
+        movies, scores = self.infer(sessions)
+        if top_k > movies.shape[1]:
+            raise ServerError(f"the server answers the top {movies.shape[1]}; export again with --top-k {top_k} for more")
+        results = []
+        for index, session in enumerate(sessions):
+            unknown = [movie for movie in session if movie not in self.known_movies]
+            best = movies[index, :top_k].tolist()
+            results.append(
+                Recommendation(
+                    session_id=session_ids[index],
+                    movies=best,
+                    scores=[float(s) for s in scores[index, :top_k]],
+                    titles=[self.title_of_movie.get(m, "") for m in best],
+                    unknown_movies=unknown,
+                    fallback=FALLBACK if len(unknown) == len(session) else None,
+                )
+            )
+        return results

@@ -1,0 +1,193 @@
+"""Starting and stopping a real ``tritonserver`` on an exported model repository.
+
+The binary is the one on PATH (the Merlin container) or else the one shipped in the
+``nvidia-pytriton`` wheel. That wheel's server has only the python backend, whose stub
+runs an isolated interpreter: it finds this environment's packages through the ``python3``
+first on PATH (``PYTHONPATH`` is ignored), and its shared libraries through
+LD_LIBRARY_PATH, so both are set for it here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from t4r_app.errors import ServeError
+from t4r_app.export import ENSEMBLE_NAME
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
+STUB = "triton_python_backend_stub"
+
+
+@dataclass
+class TritonBinary:
+    path: Path
+    backend_dir: Path | None = None  # None: the binary's own default
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _pytriton_binary() -> TritonBinary | None:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    binary = root / "bin" / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / STUB
+    if not binary.is_file() or not stub.is_file():
+        return None
+    # The python backend wants its library, its utils module and the stub for this Python
+    # side by side in <backend-dir>/python; the wheel keeps the stubs apart, one per version.
+    backend_dir = Path(os.environ.get("T4R_APP_CACHE", Path.home() / ".cache" / "t4r-app")) / f"triton-backends-py{version}"
+    python_dir = backend_dir / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in [*(root / "backends" / "python" / name for name in BACKEND_FILES), stub]:
+        target = python_dir / source.name
+        if not target.exists() or target.stat().st_size != source.stat().st_size:
+            shutil.copy2(source, target)
+    libraries = [sysconfig.get_config_var("LIBDIR") or "", str(root.parent.parent / "nvidia_pytriton.libs")]
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "LD_LIBRARY_PATH": os.pathsep.join([*libraries, os.environ.get("LD_LIBRARY_PATH", "")]),
+    }
+    return TritonBinary(binary, backend_dir, env)
+
+
+def find_tritonserver() -> TritonBinary:
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return TritonBinary(Path(on_path))
+    shipped = _pytriton_binary()
+    if shipped:
+        return shipped
+    raise ServeError(
+        "no tritonserver found: run inside the Merlin container (tritonserver on PATH) or install "
+        "the nvidia-pytriton wheel, which ships one (`make setup` does: pip install --no-deps nvidia-pytriton==0.7.0)"
+    )
+
+
+def check_port_free(host: str, port: int, role: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ServeError(f"{role} port {port} on {host} is not free ({error.strerror}): choose another with --{role}-port") from None
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def check_repository(repository: Path) -> None:
+    if not repository.is_dir():
+        raise ServeError(f"model repository not found: {repository} (create it with `t4r-app export`)")
+    if not (repository / ENSEMBLE_NAME / "config.pbtxt").is_file():
+        raise ServeError(f"{repository} is not an exported repository: {ENSEMBLE_NAME}/config.pbtxt is missing")
+
+
+class TritonServer:
+    """A tritonserver process; use as a context manager or call start() and stop()."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        host: str = DEFAULT_HOST,
+        http_port: int = DEFAULT_PORTS["http"],
+        grpc_port: int = DEFAULT_PORTS["grpc"],
+        metrics_port: int = DEFAULT_PORTS["metrics"],
+        log_path: str | Path | None = None,
+    ):
+        self.repository = Path(repository).resolve()
+        self.host = host
+        self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self.log_path = Path(log_path) if log_path else self.repository.parent / f"{self.repository.name}.triton.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.ports['http']}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports['grpc']}"
+
+    def command(self, binary: TritonBinary) -> list[str]:
+        command = [
+            str(binary.path),
+            f"--model-repository={self.repository}",
+            f"--http-address={self.host}",
+            f"--http-port={self.ports['http']}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.ports['grpc']}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.ports['metrics']}",
+            "--exit-timeout-secs=5",
+        ]
+        if binary.backend_dir:
+            command.append(f"--backend-directory={binary.backend_dir}")
+        return command
+
+    def start(self, timeout: float = 180.0) -> "TritonServer":
+        check_repository(self.repository)
+        for role, port in self.ports.items():
+            check_port_free(self.host, port, role)
+        binary = find_tritonserver()
+        log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            self.command(binary), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **binary.env}, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServeError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if self.ready():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise ServeError(f"tritonserver was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def log_tail(self, lines: int = 25) -> str:
+        if not self.log_path.is_file():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

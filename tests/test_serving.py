@@ -1,0 +1,224 @@
+"""Serving: the exported ensemble in-process, and a real tritonserver answering it over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from t4r_app.cli import main
+from t4r_app.errors import ServeError, ServerError
+from t4r_app.export import ENSEMBLE_NAME, export_run, load_exported, trace_model
+from t4r_app.model import max_sequence_length
+from t4r_app.recommender import Recommender
+from t4r_app.run_files import load_run
+from t4r_app.scoring import score_batch
+from t4r_app.sequences_io import read_split
+from t4r_app.triton_client import TritonRecommender, encode_request
+from t4r_app.triton_server import TritonServer, find_tritonserver, free_port
+
+TOP_K = 10
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_run, tmp_path_factory):
+    return export_run(tiny_run, tmp_path_factory.mktemp("serving") / "repo", target="cpu", top_k=TOP_K)
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def in_process(tiny_run):
+    return Recommender(load_run(tiny_run))
+
+
+@pytest.fixture(scope="module")
+def raw_sessions(tiny_data):
+    mapping = pd.read_parquet(tiny_data / "item_mapping.parquet")
+    movie_of = dict(zip(mapping["item_id"], mapping["movie_index"]))
+    sessions = []
+    for split in ("valid", "test"):
+        items = read_split(tiny_data, split).items
+        sessions += [[int(movie_of[i]) for i in items.row(r)] for r in range(len(items))]
+    return sessions
+
+
+def _assert_same(answers, expected):
+    for got, want in zip(answers, expected):
+        assert got.movies == want.movies
+        assert np.allclose(got.scores, want.scores, atol=1e-4)
+        assert got.fallback == want.fallback and got.unknown_movies == want.unknown_movies
+
+
+def test_traced_model_equals_the_eager_model_for_any_batch(tiny_run, tiny_data):
+    run = load_run(tiny_run)
+    length = max_sequence_length(run.schema)
+    run.model.train()  # tracing must put it in eval mode itself (dropout off)
+    traced = trace_model(run.model, length)
+    assert not run.model.training
+    items = read_split(tiny_data, "test").items
+    for start, stop in ((0, 1), (3, 10), (0, 100)):
+        batch = items.padded(start, stop, length - 1)
+        with torch.no_grad():
+            assert np.allclose(traced(torch.as_tensor(batch)).numpy(), score_batch(run.model, batch), atol=1e-5)
+
+
+def test_exported_graph_runs_in_process(repository, in_process, raw_sessions):
+    info = json.loads((repository / "t4r_export.json").read_text())
+    assert info["top_k"] == TOP_K and (repository / ENSEMBLE_NAME / "config.pbtxt").is_file()
+    sessions = raw_sessions[:50] + [[], [10**9], raw_sessions[0] * 5]
+    output = load_exported(repository).transform(pd.DataFrame({"movieIndices": sessions}))
+    expected = in_process.recommend(sessions, top_k=TOP_K)
+    for row, want in enumerate(expected):
+        assert list(output["movie_ids"].iloc[row]) == want.movies
+        assert np.allclose(output["scores"].iloc[row], want.scores, atol=1e-4)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_triton_answers_exactly_what_predict_answers(server, tiny_run, in_process, raw_sessions, protocol):
+    address = server.http_url if protocol == "http" else server.grpc_url
+    client = TritonRecommender(address, tiny_run, protocol)
+    try:
+        assert client.served_top_k() == TOP_K
+        assert len(raw_sessions) >= 300
+        answers = []
+        for start in range(0, len(raw_sessions), 100):  # several sessions per request
+            answers += client.recommend(raw_sessions[start : start + 100], top_k=TOP_K)
+    finally:
+        client.close()
+    _assert_same(answers, in_process.recommend(raw_sessions, top_k=TOP_K))
+
+
+def test_awkward_sessions_in_one_batch_get_the_documented_answers(server, tiny_run, in_process, raw_sessions):
+    long_session = raw_sessions[0] * 10
+    mixed = [raw_sessions[1], [], [10**9, -1], raw_sessions[2] + [10**9], long_session, raw_sessions[3]]
+    client = TritonRecommender(server.http_url, tiny_run)
+    try:
+        answers = client.recommend(mixed, top_k=5)
+    finally:
+        client.close()
+    _assert_same(answers, in_process.recommend(mixed, top_k=5))
+    assert answers[1].fallback == "most_popular" and answers[2].fallback == "most_popular"
+    assert answers[3].unknown_movies == [10**9]
+
+
+def _raw_request(server, inputs):
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        return client.infer(ENSEMBLE_NAME, inputs)
+    finally:
+        client.close()
+
+
+def _input(name, array, datatype):
+    tensor = httpclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _still_answers(server, tiny_run, in_process, session):
+    client = TritonRecommender(server.grpc_url, tiny_run, "grpc")
+    try:
+        assert client.recommend([session], top_k=3)[0].movies == in_process.recommend([session], top_k=3)[0].movies
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("wrong_dtype", "FP32"),
+        ("missing_input", "movieIndices__offsets"),
+        ("offsets_past_the_values", "must start at 0, never decrease and end at the number of values \\(2\\)"),
+    ],
+)
+def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_process, raw_sessions, case, message):
+    values, offsets = encode_request(raw_sessions[:3])
+    if case == "wrong_dtype":
+        inputs = [_input("movieIndices__values", values.astype(np.float32), "FP32"), _input("movieIndices__offsets", offsets, "INT32")]
+    elif case == "missing_input":
+        inputs = [_input("movieIndices__values", values, "INT64")]
+    else:
+        inputs = [_input("movieIndices__values", values[:2], "INT64"), _input("movieIndices__offsets", offsets, "INT32")]
+    with pytest.raises(Exception, match=message):
+        _raw_request(server, inputs)
+    assert server.ready()
+    _still_answers(server, tiny_run, in_process, raw_sessions[4])
+
+
+def test_cli_talks_to_the_server(server, tiny_run, in_process, raw_sessions, tmp_path, capsys):
+    source = tmp_path / "s.jsonl"
+    source.write_text("".join(json.dumps({"session_id": i, "movieIndices": s}) + "\n" for i, s in enumerate(raw_sessions[:20])))
+    assert main(["predict", "--run", str(tiny_run), "--input", str(source), "--output", str(tmp_path / "remote.jsonl"), "--server", server.grpc_url, "--protocol", "grpc"]) == 0
+    assert main(["predict", "--run", str(tiny_run), "--input", str(source), "--output", str(tmp_path / "local.jsonl")]) == 0
+    remote = [json.loads(line) for line in (tmp_path / "remote.jsonl").read_text().splitlines()]
+    local = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
+    assert [r["movieIndices"] for r in remote] == [r["movieIndices"] for r in local]
+    assert [r["titles"] for r in remote] == [r["titles"] for r in local]
+    session = ",".join(map(str, raw_sessions[0]))
+    capsys.readouterr()
+    assert main(["recommend", "--run", str(tiny_run), "--session", session, "--top-k", "3", "--server", server.http_url]) == 0
+    remote_table = capsys.readouterr().out
+    assert main(["recommend", "--run", str(tiny_run), "--session", session, "--top-k", "3"]) == 0
+    assert capsys.readouterr().out == remote_table
+
+
+def test_server_start_errors_are_clear(repository, tmp_path):
+    assert find_tritonserver().path.is_file()
+    with pytest.raises(ServeError, match="model repository not found"):
+        TritonServer(tmp_path / "nowhere").start()
+    with pytest.raises(ServeError, match="is not an exported repository"):
+        TritonServer(tmp_path).start()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(ServeError, match=f"http port {port} on 127.0.0.1 is not free"):
+            TritonServer(repository, http_port=port, grpc_port=free_port(), metrics_port=free_port()).start()
+
+
+def test_client_errors_are_clear(tiny_run):
+    with pytest.raises(ServerError, match="HOST:PORT"):
+        TritonRecommender("localhost", tiny_run)
+    client = TritonRecommender(f"127.0.0.1:{free_port()}", tiny_run)
+    with pytest.raises(ServerError, match="request to 127.0.0.1"):
+        client.recommend([[1, 2]])
+
+
+def test_request_check_names_the_problem():
+    from t4r_app.serving_ops import request_problem
+
+    values = np.array([5, 6, 7], dtype=np.int64)
+    assert request_problem(values, np.array([0, 1, 3], dtype=np.int32)) is None
+    assert request_problem(values, np.array([0, 0, 0, 3], dtype=np.int32)) is None  # empty sessions are fine
+    assert "needs both" in request_problem(values, None)
+    assert "one more entry" in request_problem(values, np.array([0], dtype=np.int32))
+    assert "never decrease" in request_problem(values, np.array([0, 2, 1, 3], dtype=np.int32))
+    assert "end at the number of values (3)" in request_problem(values, np.array([0, 4], dtype=np.int32))
+
+
+def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, capsys):
+    repository = tmp_path / "repo"
+    assert main(["export", "--run", str(tiny_run), "--output", str(repository), "--top-k", "3"]) == 0
+    sessions = tmp_path / "s.jsonl"
+    sessions.write_text("".join(json.dumps({"session_id": f"u{i}", "movieIndices": s}) + "\n" for i, s in enumerate(raw_sessions[:2])))
+    ports = [str(free_port()) for _ in range(3)]
+    command = ["serve", "--repository", str(repository), "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2]]
+    capsys.readouterr()
+    assert main([*command, "--try-sessions", str(sessions), "--run", str(tiny_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "recommendations from tritonserver" in printed and "session u1" in printed and "   3. " in printed
+    assert "stopping tritonserver" in printed
+    assert main(["export", "--run", str(tiny_run), "--output", str(tmp_path / "gpu"), "--target", "gpu"]) == 1
+    assert "not implemented yet" in capsys.readouterr().err
+    assert main(["serve", "--repository", str(tmp_path / "missing")]) == 1
+    assert "model repository not found" in capsys.readouterr().err
