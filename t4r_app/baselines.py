@@ -47,10 +47,10 @@ class Markov:
         self.popularity = TIE_BREAK * counts / max(counts.max(), 1.0)
 
     def score(self, sessions: ItemSequences, rows: slice) -> np.ndarray:
-        indices = range(*rows.indices(len(sessions)))
+        indices = np.arange(*rows.indices(len(sessions)))
         scores = np.tile(self.popularity, (len(indices), 1))
-        nonempty = [out for out, index in enumerate(indices) if sessions.offsets[index + 1] > sessions.offsets[index]]
-        if nonempty:
-            last = sessions.values[sessions.offsets[np.asarray(list(indices))[nonempty] + 1] - 1]
+        nonempty = np.flatnonzero(sessions.lengths[indices] > 0)
+        if len(nonempty):
+            last = sessions.values[sessions.offsets[indices[nonempty] + 1] - 1]
             scores[nonempty] += self.transitions[last].toarray()
         return scores

@@ -31,7 +31,7 @@ from t4r_app.model import max_sequence_length, vocabulary_size
 from t4r_app.recommender import ItemCatalogue
 from t4r_app.run_files import ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, LoadedRun, load_run
 from t4r_app.serving_ops import REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
-from t4r_app.sequences_io import ITEM_LIST
+from workflow.ops import ITEM_LIST
 from workflow.sequences import RAW_MOVIE
 
 ENSEMBLE_NAME = "executor_model"

@@ -15,9 +15,9 @@ from transformers4rec.torch.ranking_metric import NDCGAt, RecallAt
 
 from t4r_app.config import ModelConfig
 from t4r_app.masking import Bert4RecMasking
+from workflow.ops import ITEM_LIST
 from workflow.sequences import PADDING_ID
 
-ITEM_LIST = "item_id-list"
 MONITOR_K = 10  # early stopping and the Trainer's metrics watch NDCG@10
 
 

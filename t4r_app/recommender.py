@@ -62,6 +62,8 @@ class TopKScorer:
         self.max_length = max_length
         self.popularity = popularity
         self.movies = movie_ids(len(popularity))
+        self.is_movie = np.zeros(len(popularity), dtype=bool)
+        self.is_movie[self.movies] = True
         self.batch_size = batch_size
 
     def top_k(
@@ -79,11 +81,11 @@ class TopKScorer:
                 scores[known[start : start + self.batch_size]] = _softmax_over(logits, self.movies)
         orders, best_scores = [], []
         for index, row in enumerate(scores):
-            allowed = np.zeros(len(row), dtype=bool)
-            allowed[self.movies] = True
+            candidates = self.movies
             if exclude_seen:
+                allowed = self.is_movie.copy()
                 allowed[sessions[index]] = False
-            candidates = np.flatnonzero(allowed)
+                candidates = np.flatnonzero(allowed)
             order = candidates[np.argsort(-row[candidates], kind="stable")[:top_k]]
             orders.append(order)
             best_scores.append(row[order])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from t4r_app.sequences_io import ITEM_LIST, ItemSequences
+from workflow.ops import ITEM_LIST
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -24,10 +24,3 @@ def score_batch(model: torch.nn.Module, padded_items: np.ndarray) -> np.ndarray:
     inputs = {ITEM_LIST: torch.as_tensor(padded_items, device=model_device(model))}
     scores = model(inputs, training=False, testing=False)
     return scores.float().cpu().numpy()
-
-
-def iter_scores(model: torch.nn.Module, sessions: ItemSequences, max_length: int, batch_size: int = 512):
-    """Yield (row slice, scores) over all sessions, each cut to its last max_length - 1 items."""
-    for start in range(0, len(sessions), batch_size):
-        stop = min(start + batch_size, len(sessions))
-        yield slice(start, stop), score_batch(model, sessions.padded(start, stop, max_length - 1))

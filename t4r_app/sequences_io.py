@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from t4r_app.preprocess import read_parquet_columns
+from workflow.ops import ITEM_LIST
 from workflow.sequences import PADDING_ID, USER
 
-ITEM_LIST = "item_id-list"
 
 
 @dataclass
