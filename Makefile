@@ -22,10 +22,10 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 OVERRIDES ?=
 
-.PHONY: setup demo test preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve clean help
+.PHONY: setup demo ml100k test preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-quality clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 setup: $(SETUP)  ## create .venv with the pinned Merlin stack (no-op when up to date)
 
@@ -49,6 +49,9 @@ demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> exp
 	$(APP) predict --run $(DEMO_DIR)/run --input $(DEMO_DIR)/raw/sample_sessions.jsonl --output $(DEMO_DIR)/run/predictions.jsonl --top-k 5 --show 3
 	$(APP) export --run $(DEMO_DIR)/run --output $(DEMO_DIR)/run/triton --top-k 5
 	$(APP) serve --repository $(DEMO_DIR)/run/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --try-sessions $(DEMO_DIR)/raw/sample_sessions.jsonl --run $(DEMO_DIR)/run
+
+ml100k: $(SETUP)  ## fetch MovieLens-100K (RecBole's wheel on PyPI) and import it into data/ml-100k/raw/
+	$(APP) import --movielens-100k --output data/ml-100k/raw
 
 test: $(SETUP)  ## run the test suite
 	$(VENV_PYTHON) -m pytest -q
@@ -74,13 +77,16 @@ export: $(SETUP)  ## RUN_DIR=... REPOSITORY=RUN_DIR/triton TARGET=cpu: Triton en
 serve: $(SETUP)  ## REPOSITORY=... HTTP_PORT=8000 GRPC_PORT=8001 METRICS_PORT=8002: tritonserver until Ctrl-C
 	$(APP) serve --repository $(REPOSITORY) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-bench: bench-etl bench-train bench-serve  ## all benchmarks (JSON under bench/results/)
+bench: bench-etl bench-train bench-serve bench-quality  ## all benchmarks (JSON under bench/results/)
 
 bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/results/etl.json
 	$(VENV_PYTHON) bench/bench_etl.py --output bench/results/etl.json
 
-bench-train: $(SETUP)  ## training throughput at length 50 and 200, time to early stop -> bench/results/train.json
+bench-train: $(SETUP)  ## training throughput at length 50 and 200, loaders side by side, time to early stop -> bench/results/train.json
 	$(VENV_PYTHON) bench/bench_train.py --output bench/results/train.json
+
+bench-quality: $(SETUP)  ## MovieLens-100K: defaults, each lever, SASRec vs baselines, 740 s each -> bench/results/quality.json (about 1 h)
+	$(VENV_PYTHON) bench/bench_quality.py --output bench/results/quality.json
 
 bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
 	$(VENV_PYTHON) bench/bench_serve.py --output bench/results/serve.json

@@ -5,6 +5,9 @@ twice (sequences of at most 50 and at most 200 items):
 
 * throughput: one epoch at each length, timed per optimiser step by a Trainer callback,
   leaving out the first steps (warm-up) and validation; sequences/s = steps x batch / time;
+* loaders side by side at length 200: the same model stepping on T4R's merlin loader (every
+  batch padded to the window) and on the project's window loader (padded per batch);
+* a torch.profiler breakdown of a default training step at each length;
 * early stopping: the demo configuration at length 50 until validation NDCG@10 stops
   improving (its patience, 10 validations; at most --max-epochs), then the test metrics of the
   model and the baselines.
@@ -37,6 +40,7 @@ from t4r_app.training import train  # noqa: E402
 USERS, MOVIES = 25_000, 2_000
 WARMUP_STEPS = 10
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
 class StepTimer(TrainerCallback):
@@ -65,6 +69,87 @@ def throughput(data_dir: Path, run_dir: Path, max_length: int) -> dict:
         "timed_steps": len(timed),
         "sequences_per_s": round(len(timed) * config.train.batch_size / seconds, 1),
         "ms_per_step": round(1000 * seconds / len(timed), 2),
+    }
+
+
+def loader_comparison(data_dir: Path, max_length: int, steps: int = 12) -> dict:
+    """Training steps per second of one model on T4R's merlin loader (every batch padded to the
+    window, last window only) against the project's window loader (padded per batch), interleaved.
+
+    Both feed the same model and optimiser; only the batches differ, so the ratio is the
+    loader's effect on the step (padding), measured side by side in one process.
+    """
+    from transformers4rec.torch.utils.data_utils import T4RecDataLoader
+
+    from t4r_app.model import build_model, item_schema
+    from t4r_app.run_files import load_schema
+    from t4r_app.training import training_loader
+
+    config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
+    schema = item_schema(load_schema(data_dir / "train"))
+    merlin = T4RecDataLoader.parse("merlin").from_schema(
+        schema, str(data_dir / "train"), config.train.batch_size, max_sequence_length=max_length, shuffle=True
+    )
+    loaders = {"merlin_padded_to_window": merlin, "windows_padded_per_batch": training_loader(config, data_dir, max_length)}
+    torch.manual_seed(0)
+    model = build_model(schema, config.model).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
+    batches = {name: [batch for _, batch in zip(range(steps + 2), loader)] for name, loader in loaders.items()}
+    seconds = {name: 0.0 for name in loaders}
+    sequences = {name: 0 for name in loaders}
+    columns = {name: [] for name in loaders}
+    for step in range(steps + 2):
+        for name in loaders:
+            inputs, _ = batches[name][step]
+            started = time.perf_counter()
+            model(inputs, training=True)["loss"].backward()
+            optimiser.step()
+            optimiser.zero_grad()
+            if step >= 2:  # the first steps warm up allocators and kernels
+                seconds[name] += time.perf_counter() - started
+                sequences[name] += len(inputs["item_id-list"])
+                columns[name].append(inputs["item_id-list"].shape[1])
+    result = {
+        name: {"sequences_per_s": round(sequences[name] / seconds[name], 1), "mean_batch_columns": round(sum(columns[name]) / len(columns[name]), 1)}
+        for name in loaders
+    }
+    result["speedup"] = round(result["windows_padded_per_batch"]["sequences_per_s"] / result["merlin_padded_to_window"]["sequences_per_s"], 2)
+    return {"max_seq_length": max_length, **result}
+
+
+def profile_step(data_dir: Path, max_length: int, steps: int = 4, top: int = 10) -> dict:
+    """Where a default training step's time goes: torch.profiler's top operators by own CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from t4r_app.model import build_model, item_schema
+    from t4r_app.run_files import load_schema
+    from t4r_app.training import training_loader
+
+    config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
+    schema = item_schema(load_schema(data_dir / "train"))
+    torch.manual_seed(0)
+    model = build_model(schema, config.model).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
+    batches = [batch for _, batch in zip(range(steps + 1), training_loader(config, data_dir, max_length))]
+
+    def step(inputs):
+        model(inputs, training=True)["loss"].backward()
+        optimiser.step()
+        optimiser.zero_grad()
+
+    step(batches[0][0])
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for inputs, _ in batches[1:]:
+            step(inputs)
+    events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    return {
+        "max_seq_length": max_length,
+        "ms_per_step": round(total / 1000 / steps, 1),
+        "top_operators": [
+            {"name": event.key, "share": round(event.self_cpu_time_total / total, 3), "calls_per_step": event.count // steps}
+            for event in events[:top]
+        ],
     }
 
 
@@ -121,6 +206,10 @@ def main() -> None:
         preprocess(load_config(None, [f"preprocess.max_seq_length={max_length}"]), str(work / "raw"), data_dirs[max_length])
         report["throughput"].append(throughput(data_dirs[max_length], work / f"throughput-{max_length}", max_length))
         print(json.dumps(report["throughput"][-1]), flush=True)
+    report["loader_comparison"] = loader_comparison(data_dirs[200], 200)
+    print(json.dumps(report["loader_comparison"]), flush=True)
+    report["profile"] = [profile_step(data_dirs[length], length) for length in (50, 200)]
+    print(json.dumps(report["profile"]), flush=True)
     short, long = report["throughput"]
     report["throughput_ratio_50_over_200"] = round(short["sequences_per_s"] / long["sequences_per_s"], 2)
     if not args.skip_early_stop:

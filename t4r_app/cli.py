@@ -69,6 +69,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from t4r_app.importers import STATS_FILE, format_summary, import_log
+
+    input_path, format_name = args.input, args.format
+    if args.movielens_100k:
+        from t4r_app.public_data import fetch_movielens_100k
+
+        input_path, format_name = fetch_movielens_100k(), "recbole"
+    stats = import_log(input_path, args.output, format_name, args.session_gap, args.shards, args.seed)
+    print(format_summary(stats))
+    print(f"counts in {Path(args.output) / STATS_FILE}; next: t4r-app preprocess --input {stats.zip} --output DATA_DIR")
+    return 0
+
+
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from t4r_app.preprocess import format_summary, preprocess
 
@@ -90,7 +104,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{result.train_seconds:.0f} s on {result.device}, {result.sequences_per_second:,.0f} sequences/s)"
     )
     print(f"model in {Path(args.output) / 'model'}; curves in {Path(args.output) / 'training_curves.png'}")
+    _print_validation_verdicts(args.output)
     return 0
+
+
+def _print_validation_verdicts(run_dir: str) -> None:
+    """Whether the finished model beats the baselines on validation (eval.json is left to evaluate)."""
+    from t4r_app.evaluation import evaluate_results
+    from t4r_app.report import verdict_lines
+
+    results = evaluate_results(run_dir, splits=("valid",), progress=False)
+    print("\n".join(verdict_lines(results, "valid")))
 
 
 def _run_config(args: argparse.Namespace) -> str | None:
@@ -102,11 +126,13 @@ def _run_config(args: argparse.Namespace) -> str | None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from t4r_app.evaluation import evaluate_run
-    from t4r_app.report import REPORT_FILE, report_table
+    from t4r_app.report import REPORT_FILE, SPLIT_TITLES, comparison_table, report_table, verdict_lines
 
     results = evaluate_run(args.run, data_dir=args.data, progress=not args.quiet)
-    for split, title in (("valid", "validation"), ("test", "test")):
+    for split, title in SPLIT_TITLES.items():
         print(f"\n{title} ({results[split]['model']['full']['count']:,} sequences)\n{report_table(results, split)}")
+        print(f"\n{comparison_table(results, split)}")
+    print("\n" + "\n".join(verdict_lines(results, "valid")))
     print(f"\nwrote {Path(args.run) / 'eval.json'} and {Path(args.run) / REPORT_FILE}")
     return 0
 
@@ -124,7 +150,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         f"({summary.unknown_movies:,} unknown movie ids left out, {summary.fallbacks:,} sessions answered "
         "by popularity because no movie was known)"
     )
+    print(_seen_note(summary.exclude_seen, args))
     return 0
+
+
+def _seen_note(exclude_seen: bool, args: argparse.Namespace) -> str:
+    """Which seen-movie rule applied, and where it came from."""
+    if args.exclude_seen is not None:
+        source = "--exclude-seen" if args.exclude_seen else "--keep-seen"
+    else:
+        source = "the server's rule, set at export" if getattr(args, "server", None) else "the run's rule, see run.json"
+    effect = "left out of" if exclude_seen else "kept in"
+    return f"movies already in a session are {effect} its recommendations ({source})"
 
 
 def _show_predictions(path: Path, count: int) -> None:
@@ -167,6 +204,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         if result.fallback:
             raise SessionError(f"none of the session's movies is known to the model (unknown ids: {unknown})")
         print(f"left out movie ids the model does not know: {unknown}", file=sys.stderr)
+    print(_seen_note(result.exclude_seen, args), file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
@@ -177,10 +215,13 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from t4r_app.export import export_run
+    import json
 
-    repository = export_run(args.run, args.output, target=args.target, top_k=args.top_k)
+    from t4r_app.export import EXPORT_INFO, export_run
+
+    repository = export_run(args.run, args.output, target=args.target, top_k=args.top_k, exclude_seen=args.exclude_seen)
     print(f"exported the Triton ensemble (workflow + BERT4Rec, top {args.top_k}) to {repository}")
+    print(_seen_note(json.loads((repository / EXPORT_INFO).read_text())["exclude_seen"], args))
     print(f"serve it with: t4r-app serve --repository {repository}")
     return 0
 
@@ -245,6 +286,37 @@ def _try_server(server, args: argparse.Namespace) -> int:
     return 0
 
 
+SEEN_RULE = (
+    "Default: the run's rule, decided at training from serve.exclude_seen and recorded in RUN_DIR/run.json "
+    "(auto: leave seen movies out when under 1%% of the training interactions repeat a movie already in "
+    "their sequence, as on MovieLens where nobody rates a movie twice; keep them otherwise; runs from "
+    "before the rule keep them)."
+)
+
+
+def _add_seen_arguments(parser: argparse.ArgumentParser, server_note: str = "") -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--exclude-seen",
+        dest="exclude_seen",
+        action="store_true",
+        default=None,
+        help="never recommend a movie already in the session. " + SEEN_RULE + server_note,
+    )
+    group.add_argument(
+        "--keep-seen",
+        dest="exclude_seen",
+        action="store_false",
+        default=None,
+        help="let movies already in the session be recommended (overrides the run's rule)",
+    )
+
+
+SERVER_SEEN_NOTE = (
+    " With --server the served ensemble's rule (set at export) applies; asking for the other one is an error."
+)
+
+
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", metavar="HOST:PORT", help="ask this Triton server instead of loading the model here")
     parser.add_argument(
@@ -297,6 +369,57 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--zip", action="store_true", help="also write OUTPUT/recommandation.zip")
     generate.set_defaults(handler=_cmd_generate)
 
+    import_ = commands.add_parser(
+        "import",
+        help="turn a public interaction log (MovieLens, RecBole) into the recommendation/ layout",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Read a public interaction log and write it in the layout `t4r-app preprocess` reads:
+
+  OUTPUT/recommendation/dataset/data-*.tfrecord     one record per session
+  OUTPUT/recommendation/movie_title_by_index.json   titles, when the log has them
+  OUTPUT/recommandation.zip                         both of the above
+  OUTPUT/import_stats.json                          counts that reconcile
+
+formats (told from the file names, else from the first line; or give --format):
+  movielens-100k  u.data + u.item            MovieLens 100K
+  movielens-dat   ratings.dat + movies.dat   MovieLens 1M, 10M
+  movielens-csv   ratings.csv + movies.csv   MovieLens 20M, 25M, latest
+  recbole         NAME.inter + NAME.item     RecBole atomic files
+
+Every rating is one interaction. Each user's interactions, in time order, are cut
+into sessions at gaps longer than --session-gap; records are shuffled over the
+shards. RecBole ids that are not plain integers are numbered in sorted order.
+The titles file is optional.""",
+        epilog="""\
+examples:
+  t4r-app import --movielens-100k --output data/ml-100k/raw
+  t4r-app import --input ml-25m/ --output data/ml-25m/raw --session-gap 1800""",
+    )
+    source = import_.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="PATH", help="the interactions file, or a folder holding one")
+    source.add_argument(
+        "--movielens-100k",
+        action="store_true",
+        help="fetch MovieLens-100K from PyPI (RecBole's wheel, cached in $T4R_APP_CACHE or ~/.cache/t4r-app)",
+    )
+    import_.add_argument("--output", required=True, metavar="DIR", help="folder to write into")
+    import_.add_argument(
+        "--format",
+        choices=("movielens-100k", "movielens-dat", "movielens-csv", "recbole"),
+        help="the input's format (default: told from the file names, else the first line)",
+    )
+    import_.add_argument(
+        "--session-gap",
+        type=_positive_int,
+        default=3600,
+        metavar="SECONDS",
+        help="start a new session after a gap longer than this (default 3600)",
+    )
+    import_.add_argument("--shards", type=_positive_int, default=4, help="number of TFRecord shards (default 4)")
+    import_.add_argument("--seed", type=int, default=0, help="seed of the record shuffle (default 0)")
+    import_.set_defaults(handler=_cmd_import)
+
     preprocess = _config_command(
         commands,
         "preprocess",
@@ -336,10 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="score a trained run and the baselines on validation and test",
         description=(
-            "HR@k, NDCG@k and MRR for the model, MostPopular and a first-order Markov model, with full "
-            "ranking over all movies and the BERT4Rec paper's sampled protocol (100 popularity-sampled "
-            "negatives). Writes RUN_DIR/eval.json, RUN_DIR/report.md and RUN_DIR/eval_plot.png; "
-            "settings come from the run's config (evaluate.*)."
+            "HR@k, NDCG@k and MRR for the model, MostPopular and a first-order Markov model (fitted on each "
+            "sequence's whole training part), ranked three ways: over all movies ('full'), with the session's "
+            "own movies left out ('full_unseen'), and the BERT4Rec paper's sampled protocol (100 "
+            "popularity-sampled negatives). The model's NDCG@10 minus each baseline's comes with a paired "
+            "bootstrap 95% interval, and a line says where the model does NOT beat a baseline on validation. "
+            "Writes RUN_DIR/eval.json, RUN_DIR/report.md and RUN_DIR/eval_plot.png; settings come from the "
+            "run's config (evaluate.*)."
         ),
     )
     evaluate.add_argument("--run", required=True, help="RUN_DIR written by `t4r-app train`")
@@ -356,14 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
             'writes {"session_id", "movieIndices": [top-k raw ids], "scores", "titles"} per line. '
             "Unknown movie ids are left out and listed in 'unknown_movies'; a session with no known "
             "movie gets the most popular movies and 'fallback': 'most_popular'; long sessions keep "
-            "their most recent max_seq_length - 1 movies."
+            "their most recent max_seq_length - 1 movies. Each line records 'exclude_seen': whether the "
+            "session's own movies were left out (see --exclude-seen)."
         ),
     )
     predict.add_argument("--run", required=True, help="RUN_DIR written by `t4r-app train`")
     predict.add_argument("--input", required=True, help="sessions .jsonl or .parquet")
     predict.add_argument("--output", required=True, help="predictions .jsonl to write")
     predict.add_argument("--top-k", type=_positive_int, default=10, help="recommendations per session (default 10)")
-    predict.add_argument("--exclude-seen", action="store_true", help="never recommend a movie already in the session")
+    _add_seen_arguments(predict, SERVER_SEEN_NOTE)
     predict.add_argument("--show", type=int, default=0, metavar="N", help="also print the first N sessions' recommendations")
     _add_server_arguments(predict)
     predict.set_defaults(handler=_cmd_predict)
@@ -381,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--session", type=_movie_ids, metavar="ID,ID,...", help="raw movie ids, oldest first")
     recommend.add_argument("--titles", nargs="+", metavar="TITLE", help="movie titles, oldest first (after --session)")
     recommend.add_argument("--top-k", type=_positive_int, default=10, help="how many movies (default 10)")
-    recommend.add_argument("--exclude-seen", action="store_true", help="leave out movies already in the session")
+    _add_seen_arguments(recommend, SERVER_SEEN_NOTE)
     recommend.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_server_arguments(recommend)
     recommend.set_defaults(handler=_cmd_recommend)
@@ -402,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="model repository folder to write (replaced if present)")
     export.add_argument("--target", choices=("cpu", "gpu"), help="cpu (default): python backend only; gpu: not implemented yet")
     export.add_argument("--top-k", type=_positive_int, default=10, help="movies per answer (default 10)")
+    _add_seen_arguments(export, " The server applies the rule baked in here to every request.")
     export.set_defaults(handler=_cmd_export)
 
     serve = commands.add_parser(

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,10 @@ class PreprocessConfig:
         minimum=3,
     )
     max_seq_length: int = _field(
-        200, "Keep only the most recent this-many items of each example sequence.", minimum=2
+        50,
+        "The model's window: evaluation and prediction read each session's most recent this-many items "
+        "(BERT4Rec: minus one for [MASK]); training cuts longer histories into windows (train.window_stride).",
+        minimum=2,
     )
     require_titles: bool = _field(
         True, "Reject records whose movie ids have no entry in the titles file (when one is given)."
@@ -99,19 +103,25 @@ class DaskConfig:
 
 @dataclass
 class ModelConfig:
-    """BERT4Rec's architecture; the defaults are the paper's settings for ML-1m."""
+    """The sequence model; sizes are the BERT4Rec paper's, training settings those measured on MovieLens-100K."""
 
+    architecture: Literal["bert4rec", "sasrec"] = _field(
+        "bert4rec",
+        "bert4rec: bidirectional Transformer trained by masked-item prediction, [MASK] appended at "
+        "inference. sasrec: causal (left-to-right GPT-2) Transformer trained to predict every next item; "
+        "learns more per epoch and suits short sessions and tight training budgets.",
+    )
     d_model: int = _field(64, "Width of item embeddings and Transformer hidden states.", minimum=8)
     n_layers: int = _field(2, "Transformer layers.", minimum=1)
     n_heads: int = _field(2, "Attention heads per layer (must divide d_model).", minimum=1)
     intermediate_size: int = _field(256, "Width of each layer's feed-forward network (4 x d_model).", minimum=8)
     hidden_act: Literal["gelu", "relu", "gelu_new", "silu"] = _field("gelu", "Feed-forward activation.")
-    hidden_dropout: float = _field(0.2, "Dropout on embeddings and hidden states.", minimum=0.0, maximum=0.9)
-    attention_dropout: float = _field(0.2, "Dropout on attention probabilities.", minimum=0.0, maximum=0.9)
+    hidden_dropout: float = _field(0.1, "Dropout on embeddings and hidden states.", minimum=0.0, maximum=0.9)
+    attention_dropout: float = _field(0.1, "Dropout on attention probabilities.", minimum=0.0, maximum=0.9)
     initializer_range: float = _field(0.02, "Standard deviation of the truncated-normal initialisation.", minimum=0.0)
     layer_norm_eps: float = _field(1e-12, "Epsilon of the layer norms (BERT's value).", minimum=0.0)
     mask_probability: float = _field(
-        0.2, "Share of training items replaced by [MASK] and predicted (the paper's rho).", minimum=0.01, maximum=0.9
+        0.4, "Share of training items replaced by [MASK] and predicted (the paper's rho).", minimum=0.01, maximum=0.9
     )
     last_item_mask_share: float = _field(
         0.0,
@@ -119,6 +129,27 @@ class ModelConfig:
         "so training also sees the inference situation; 0 turns it off.",
         minimum=0.0,
         maximum=1.0,
+    )
+    masking: Literal["exact", "bernoulli"] = _field(
+        "exact",
+        "bert4rec: 'exact' masks round(n x mask_probability) of a window's n items (at least one, as "
+        "the reference code); 'bernoulli' is T4R's rule (independent draws plus one more per window).",
+    )
+    max_predictions: int = _field(0, "bert4rec, exact masking: most masked items per window; 0 = no cap.", minimum=0)
+    output_transform: bool = _field(
+        True, "Dense + GELU + LayerNorm between the Transformer and the item scores (the BERT4Rec reference head)."
+    )
+    output_bias: bool = _field(True, "A learned score bias per item (the BERT4Rec reference head).")
+    sampled_softmax: int = _field(
+        0,
+        "Train against this many sampled items per target instead of the whole catalogue (log-uniform, "
+        "logQ-corrected; for catalogues of 100k+ items); 0 = full softmax. Evaluation always ranks all.",
+        minimum=0,
+    )
+    seen_item_weight: bool = _field(
+        True,
+        "Learn one weight added to the score of movies already in the session: strongly negative on "
+        "data without repeats (MovieLens), positive where people re-watch.",
     )
 
 
@@ -128,7 +159,7 @@ class TrainConfig:
     max_steps: int = _field(0, "Stop after this many optimiser steps instead; 0 uses epochs.", minimum=0)
     batch_size: int = _field(128, "Training sequences per batch (per device).", minimum=1)
     eval_batch_size: int = _field(512, "Sequences per batch when evaluating.", minimum=1)
-    learning_rate: float = _field(1e-3, "Peak learning rate of AdamW.", minimum=0.0)
+    learning_rate: float = _field(3e-3, "Peak learning rate of AdamW.", minimum=0.0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = _field(
         "constant_with_warmup", "Learning-rate schedule after warm-up."
     )
@@ -136,7 +167,26 @@ class TrainConfig:
     weight_decay: float = _field(0.01, "AdamW weight decay.", minimum=0.0)
     max_grad_norm: float = _field(5.0, "Clip gradients to this norm.", minimum=0.0)
     patience: int = _field(
-        10, "Stop after this many evaluations without a better validation NDCG@10; 0 never stops early.", minimum=0
+        20, "Stop after this many evaluations without a better validation NDCG@10; 0 never stops early.", minimum=0
+    )
+    min_epochs: int = _field(
+        40, "Early stopping waits at least this many epochs (BERT4Rec plateaus before it learns order).", minimum=0
+    )
+    time_budget_s: float = _field(
+        0.0,
+        "Stop at the first validation after this many seconds of training (best checkpoint kept); 0 = no limit.",
+        minimum=0.0,
+    )
+    window_stride: int = _field(
+        25,
+        "Cut histories longer than the window into windows this many items apart (sliding windows), "
+        "so every training interaction is used; 0 keeps only each history's most recent window.",
+        minimum=0,
+    )
+    copies_per_epoch: int = _field(
+        1,
+        "Feed every training window this many times per epoch, masked afresh each time (BERT4Rec's dupe_factor).",
+        minimum=1,
     )
     eval_every_epochs: int = _field(1, "Evaluate on validation (and checkpoint) every this many epochs.", minimum=1)
     keep_checkpoints: int = _field(2, "Checkpoints kept on disk (the best one is always kept).", minimum=1)
@@ -144,10 +194,26 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    # Keys older configs may still hold, dropped with a warning so that old runs still load.
+    retired: typing.ClassVar[dict[str, str]] = {
+        "exclude_seen": "evaluate always reports both 'full' (all movies) and 'full_unseen' "
+        "(the session's own movies left out); for recommendations see serve.exclude_seen",
+    }
+
     top_ks: list[int] = _field([1, 5, 10, 20], "Cut-offs k of HR@k and NDCG@k.")
-    exclude_seen: bool = _field(False, "Leave the session's own movies out of the ranking.")
     sampled_negatives: int = _field(
         100, "Negatives per target in the sampled protocol, drawn by popularity (the paper: 100).", minimum=1
+    )
+
+
+@dataclass
+class ServeConfig:
+    exclude_seen: Literal["auto", True, False] = _field(
+        "auto",
+        "Leave the session's own movies out of recommendations (predict, recommend, the Triton "
+        "ensemble): true, false, or auto = true when under 1% of interactions repeat a movie "
+        "already in their sequence (preprocess measures it), else false. Decided when training "
+        "saves the model and recorded in run.json.",
     )
 
 
@@ -168,6 +234,7 @@ class AppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def validate(self) -> None:
@@ -255,6 +322,13 @@ def _check_range(value: Any, spec: dataclasses.Field, path: str) -> None:
         raise ConfigError(f"{path}: {value!r} is above the maximum {maximum}")
 
 
+def _drop_retired(cls: type, values: dict, path: str) -> dict:
+    retired = getattr(cls, "retired", {})
+    for key in retired.keys() & values.keys():
+        warnings.warn(f"{path}.{key} is no longer used and was ignored: {retired[key]}", FutureWarning, stacklevel=4)
+    return {key: value for key, value in values.items() if key not in retired}
+
+
 def _build(cls: type, values: Any, path: str) -> Any:
     if values is None:
         values = {}
@@ -262,6 +336,7 @@ def _build(cls: type, values: Any, path: str) -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     specs = {spec.name: spec for spec in dataclasses.fields(cls)}
+    values = _drop_retired(cls, values, path)
     for key in values:
         if key not in specs:
             where = f"{path}.{key}" if path else key

@@ -40,6 +40,11 @@ class ServerError(RuntimeError):
     """A Triton server could not be reached or refused a request; the message says which."""
 
 
+class DataImportError(ValueError):
+    """A public interaction log cannot be imported or fetched; the message names the file (and line)."""
+
+
 USER_ERRORS = USER_ERRORS + (
-    TrainingError, RunError, PredictInputError, SessionError, TitleError, ExportError, ServeError, ServerError
+    TrainingError, RunError, PredictInputError, SessionError, TitleError, ExportError, ServeError, ServerError,
+    DataImportError,
 )

@@ -1,13 +1,20 @@
 """Scoring a model and the baselines on validation and test with one protocol and one metric code.
 
-Two protocols, as named settings:
+Every scorer is ranked three ways from one scoring pass:
 
 * ``full``: each target is ranked against every movie (ids that are not movies, such as
-  padding and [MASK], are left out; with ``evaluate.exclude_seen`` the session's own movies too).
+  padding and [MASK], are left out).
+* ``full_unseen``: the same, with the session's own movies left out too, for model and
+  baselines alike. Where nobody watches a movie twice (MovieLens) a seen movie is never the
+  answer, so this is the ranking a product that hides seen movies shows; a target that is
+  itself in the session can then not be found (it ranks last).
 * ``sampled``: the BERT4Rec paper's protocol. Each target is ranked against negatives drawn
   by training popularity, without replacement, from movies the session has not seen, with
   a fixed seed, so every scorer meets the same negatives.
 
+The model's NDCG@10 is compared with each baseline's on the same rows by a paired bootstrap
+(``comparison`` in eval.json). The baselines are fitted on each sequence's whole training
+part (``train_data.training_histories``), not on the model's window of it in ``train/``.
 The target is never given to a scorer: inputs are the sequences without their last item.
 """
 
@@ -21,9 +28,14 @@ from typing import Callable
 import numpy as np
 
 from t4r_app.errors import RunError
-from t4r_app.metrics import EXCLUDED, ranking_metrics, sampled_ranks, target_ranks
+from t4r_app.metrics import EXCLUDED, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
 from t4r_app.sequences_io import ItemSequences
 from workflow.sequences import FIRST_MOVIE_ID
+
+PROTOCOLS = ("full", "full_unseen", "sampled")
+COMPARED_PROTOCOLS = ("full", "full_unseen")  # the bootstrap compares the full rankings only
+COMPARED_K = 10
+BOOTSTRAP_RESAMPLES = 1000
 
 Scorer = Callable[[ItemSequences, slice], np.ndarray]
 """Scores over item ids for ``sessions`` rows in ``rows``; shape (rows, vocabulary)."""
@@ -77,15 +89,9 @@ def make_eval_set(name: str, sequences: ItemSequences, popularity: np.ndarray, c
     return EvalSet(name, inputs, targets, sample_negatives(inputs, targets, popularity, count, seed))
 
 
-def evaluate_scorer(
-    scorer: Scorer,
-    eval_set: EvalSet,
-    top_ks: list[int],
-    exclude_seen: bool = False,
-    batch_size: int = 512,
-) -> dict[str, dict[str, float]]:
-    """{"full": metrics, "sampled": metrics} of one scorer on one split."""
-    full, sampled = [], []
+def scorer_ranks(scorer: Scorer, eval_set: EvalSet, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """The target's rank in every row under each protocol, from one scoring pass."""
+    ranks: dict[str, list[np.ndarray]] = {protocol: [] for protocol in PROTOCOLS}
     not_movies = None
     for start in range(0, len(eval_set.targets), batch_size):
         rows = slice(start, min(start + batch_size, len(eval_set.targets)))
@@ -94,16 +100,38 @@ def evaluate_scorer(
             not_movies = np.ones(scores.shape[1], dtype=bool)
             not_movies[movie_ids(scores.shape[1])] = False
         scores[:, not_movies] = EXCLUDED
-        if exclude_seen:
-            for out, index in enumerate(range(rows.start, rows.stop)):
-                scores[out, eval_set.inputs.row(index)] = EXCLUDED
         targets = eval_set.targets[rows]
-        full.append(target_ranks(scores, targets))
-        sampled.append(sampled_ranks(scores, targets, eval_set.negatives[rows]))
-    return {
-        "full": ranking_metrics(np.concatenate(full), top_ks),
-        "sampled": ranking_metrics(np.concatenate(sampled), top_ks),
-    }
+        ranks["full"].append(target_ranks(scores, targets))
+        ranks["sampled"].append(sampled_ranks(scores, targets, eval_set.negatives[rows]))
+        # In place: the scores are this batch's own copy and nothing reads them afterwards.
+        scores[eval_set.inputs.cells(rows.start, rows.stop)] = EXCLUDED
+        ranks["full_unseen"].append(target_ranks(scores, targets))
+    return {protocol: np.concatenate(parts) for protocol, parts in ranks.items()}
+
+
+def evaluate_scorer(
+    scorer: Scorer, eval_set: EvalSet, top_ks: list[int], batch_size: int = 512
+) -> dict[str, dict[str, float]]:
+    """{protocol: metrics} of one scorer on one split, for every protocol."""
+    return ranks_metrics(scorer_ranks(scorer, eval_set, batch_size), top_ks)
+
+
+def ranks_metrics(ranks: dict[str, np.ndarray], top_ks: list[int]) -> dict[str, dict[str, float]]:
+    """{protocol: metrics} from {protocol: target ranks}."""
+    return {protocol: ranking_metrics(protocol_ranks, top_ks) for protocol, protocol_ranks in ranks.items()}
+
+
+def compare_ranks(
+    model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> dict[str, dict]:
+    """Model minus baseline NDCG@10 per compared protocol, with a paired bootstrap 95% interval."""
+    comparison = {}
+    for protocol in COMPARED_PROTOCOLS:
+        difference, low, high = paired_bootstrap(
+            ndcg_per_row(model[protocol], COMPARED_K), ndcg_per_row(baseline[protocol], COMPARED_K), resamples, seed
+        )
+        comparison[protocol] = {f"ndcg@{COMPARED_K}_difference": difference, "ci95": [low, high], "resamples": resamples}
+    return comparison
 
 
 def model_scorer(model, max_length: int) -> Scorer:
@@ -116,20 +144,23 @@ def model_scorer(model, max_length: int) -> Scorer:
     return score
 
 
-def evaluate_run(
+def evaluate_results(
     run_dir: str | Path,
     data_dir: str | Path | None = None,
     splits: tuple[str, ...] = ("valid", "test"),
     progress: bool = True,
 ) -> dict:
-    """Evaluate a run's model and the baselines; write eval.json, report.md and the plot."""
+    """The model and the baselines on ``splits``: metrics per protocol and the bootstrap comparison.
+
+    Writes nothing (``evaluate_run`` writes the files), so training can check validation alone.
+    """
     from tqdm.auto import tqdm
 
     from t4r_app.baselines import Markov, MostPopular, item_counts
     from t4r_app.model import max_sequence_length, vocabulary_size
-    from t4r_app.report import write_report
     from t4r_app.run_files import load_run, load_schema
-    from t4r_app.sequences_io import read_split
+    from t4r_app.sequences_io import preprocess_settings, read_split
+    from t4r_app.train_data import training_histories
 
     run = load_run(run_dir)
     data_dir = Path(data_dir or run.info.data_dir)
@@ -140,33 +171,53 @@ def evaluate_run(
             f"{data_dir} has {data_vocabulary} item ids but the model was trained on {vocabulary}: "
             "evaluate on the data the run was trained on"
         )
-    settings = run.config.evaluate
-    train = read_split(data_dir, "train").items
-    popularity = item_counts(train, vocabulary)
+    settings, seed = run.config.evaluate, run.config.seed
+    # NDCG@10 is always reported: the comparison and the verdicts read it.
+    top_ks = sorted(set(settings.top_ks) | {COMPARED_K})
+    history = training_histories(data_dir, preprocess_settings(data_dir)[1])
+    popularity = item_counts(history, vocabulary)
     scorers = {
         "model": model_scorer(run.model, max_sequence_length(run.schema)),
-        MostPopular.name: MostPopular(train, vocabulary).score,
-        Markov.name: Markov(train, vocabulary).score,
+        MostPopular.name: MostPopular(history, vocabulary).score,
+        Markov.name: Markov(history, vocabulary).score,
     }
     results: dict = {}
     with tqdm(total=len(splits) * len(scorers), desc="evaluate", unit="scorer", disable=not progress) as bar:
         for split in splits:
-            eval_set = make_eval_set(
-                split, read_split(data_dir, split).items, popularity, settings.sampled_negatives, run.config.seed
-            )
-            scored = {}
+            eval_set = make_eval_set(split, read_split(data_dir, split).items, popularity, settings.sampled_negatives, seed)
+            ranks = {}
             for name, scorer in scorers.items():
                 bar.set_postfix_str(f"{split}/{name}")
-                scored[name] = evaluate_scorer(scorer, eval_set, settings.top_ks, settings.exclude_seen)
+                ranks[name] = scorer_ranks(scorer, eval_set)
                 bar.update()
-            results[split] = {"model": scored.pop("model"), "baselines": scored}
+            model = ranks.pop("model")
+            results[split] = {
+                "model": ranks_metrics(model, top_ks),
+                "baselines": {name: ranks_metrics(r, top_ks) for name, r in ranks.items()},
+                "comparison": {name: compare_ranks(model, r, seed=seed) for name, r in ranks.items()},
+            }
     results["settings"] = {
-        "top_ks": settings.top_ks,
-        "exclude_seen": settings.exclude_seen,
+        "top_ks": top_ks,
+        "protocols": list(PROTOCOLS),
         "sampled_negatives": settings.sampled_negatives,
-        "seed": run.config.seed,
+        "seed": seed,
+        "bootstrap": {"metric": f"ndcg@{COMPARED_K}", "resamples": BOOTSTRAP_RESAMPLES, "seed": seed, "level": 0.95},
+        "baselines_fitted_on": "each sequence's whole training part (no window)",
         "data_dir": str(data_dir),
     }
+    return results
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    splits: tuple[str, ...] = ("valid", "test"),
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run's model and the baselines; write eval.json, report.md and the plot."""
+    from t4r_app.report import write_report
+
+    results = evaluate_results(run_dir, data_dir, splits, progress)
     run_dir = Path(run_dir)
     (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
     write_report(results, run_dir)

@@ -3,9 +3,13 @@
 The request carries raw movie ids (``movieIndices``, one list per session, many sessions
 per request); the response carries the top-k raw movie ids (``movie_ids``) and their
 scores (``scores``). The serving workflow is the fitted Categorify of the ETL (raw ids to
-item ids, unknown ids to OOV) followed by truncation to the model's window minus the
-[MASK] position; the model is traced in eval mode in T4R's inference mode, which appends
-[MASK] after each session's last item.
+item ids, unknown ids to OOV); the model is traced in eval mode in T4R's inference mode, which
+appends [MASK] after each session's last item. ``TopKScorer`` cuts each session to the model's
+window minus the [MASK] position, as in ``predict``, and sees the whole session for the
+seen-movie rule.
+
+The run's seen-movie rule (or the ``exclude_seen`` given to ``export_run``) is baked into the
+ensemble and written to the model's config as the ``exclude_seen`` parameter.
 
 Target ``cpu`` puts every step in Triton's python backend (one ``executor_model``), so it
 runs on a tritonserver that has nothing else, such as the one in the nvidia-pytriton wheel.
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from google.protobuf import text_format
 from merlin.dag import postorder_iter_nodes
 from merlin.dtypes import int64
 from merlin.schema import ColumnSchema, Schema
@@ -28,9 +33,9 @@ import nvtabular as nvt
 from nvtabular import ops
 from t4r_app.errors import ExportError, RunError
 from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.recommender import ItemCatalogue
+from t4r_app.recommender import ItemCatalogue, run_exclude_seen
 from t4r_app.run_files import ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, LoadedRun, load_run
-from t4r_app.serving_ops import REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
+from t4r_app.serving_ops import EXCLUDE_SEEN_PARAMETER, REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
 from workflow.ops import ITEM_LIST
 from workflow.sequences import RAW_MOVIE
 
@@ -70,17 +75,12 @@ def etl_workflow_dir(run: LoadedRun) -> Path:
     raise RunError(f"{run.run_dir} has no NVTabular workflow ({saved}) and {fallback} is gone: preprocess and train again")
 
 
-def serving_workflow(etl_dir: Path, max_length: int) -> nvt.Workflow:
-    """Raw movie id lists in, encoded ``item_id-list`` of at most max_length - 1 items out."""
+def serving_workflow(etl_dir: Path) -> nvt.Workflow:
+    """Raw movie id lists in, encoded ``item_id-list`` out, whole: a long session's older movies
+    still count as seen; ``TopKScorer`` keeps the model's window of the recent ones."""
     etl = nvt.Workflow.load(str(etl_dir))
     categorify = next(node.op for node in postorder_iter_nodes(etl.output_node) if isinstance(node.op, ops.Categorify))
-    graph = (
-        [REQUEST_COLUMN]
-        >> ops.Rename(name=RAW_MOVIE)
-        >> categorify
-        >> ops.Rename(name=ITEM_LIST)
-        >> ops.ListSlice(-(max_length - 1))
-    )
+    graph = [REQUEST_COLUMN] >> ops.Rename(name=RAW_MOVIE) >> categorify >> ops.Rename(name=ITEM_LIST)
     workflow = nvt.Workflow(graph)
     workflow.fit_schema(request_schema())
     return workflow
@@ -94,24 +94,30 @@ def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModu
         return torch.jit.trace(NextItemLogits(model).eval(), example, strict=False, check_trace=False)
 
 
-def build_ensemble(run: LoadedRun, top_k: int) -> Ensemble:
+def build_ensemble(run: LoadedRun, top_k: int, exclude_seen: bool = False) -> Ensemble:
     max_length = max_sequence_length(run.schema)
     mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
     catalogue = ItemCatalogue.from_mapping(mapping, vocabulary_size(run.schema))
-    workflow = serving_workflow(etl_workflow_dir(run), max_length)
+    workflow = serving_workflow(etl_workflow_dir(run))
     predict = PredictTopK(
         traced_model=trace_model(run.model, max_length),
         movie_of_item=catalogue.movie_of_item,
         popularity=catalogue.popularity,
         max_length=max_length,
         top_k=top_k,
+        exclude_seen=exclude_seen,
     )
     graph = [REQUEST_COLUMN] >> ServingWorkflow(workflow) >> predict
     return Ensemble(graph, request_schema())
 
 
-def export_run(run_dir: str | Path, output: str | Path, target: str | None = None, top_k: int = 10) -> Path:
-    """Write the Triton model repository for ``run_dir`` into ``output`` (replaced if present)."""
+def export_run(
+    run_dir: str | Path, output: str | Path, target: str | None = None, top_k: int = 10, exclude_seen: bool | None = None
+) -> Path:
+    """Write the Triton model repository for ``run_dir`` into ``output`` (replaced if present).
+
+    ``exclude_seen`` None bakes in the run's seen-movie rule; True or False overrides it.
+    """
     target = target or default_target()
     if target not in TARGETS:
         raise ExportError(f"unknown target '{target}': use one of {', '.join(TARGETS)}")
@@ -128,11 +134,17 @@ def export_run(run_dir: str | Path, output: str | Path, target: str | None = Non
     if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True)
-    build_ensemble(run, top_k).export(str(output), runtime=PythonBackendRuntime(), name=ENSEMBLE_NAME)
+    exclude_seen = run_exclude_seen(run) if exclude_seen is None else exclude_seen
+    executor_config, _ = build_ensemble(run, top_k, exclude_seen).export(
+        str(output), runtime=PythonBackendRuntime(), name=ENSEMBLE_NAME
+    )
+    # The rule also goes into the model's config, where a client can read it from the server.
+    executor_config.parameters[EXCLUDE_SEEN_PARAMETER].string_value = json.dumps(exclude_seen)
+    (output / ENSEMBLE_NAME / "config.pbtxt").write_text(text_format.MessageToString(executor_config))
     # Our executor checks each request before merlin's runs it (see t4r_app/triton_model.py).
     (output / ENSEMBLE_NAME / "1" / "model.py").write_text("from t4r_app.triton_model import TritonPythonModel  # noqa: F401\n")
     info = {"run_dir": str(Path(run_dir).resolve()), "target": target, "top_k": top_k, "model": ENSEMBLE_NAME,
-            "max_seq_length": max_sequence_length(run.schema)}
+            "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen}
     (output / EXPORT_INFO).write_text(json.dumps(info, indent=2))
     return output
 

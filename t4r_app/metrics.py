@@ -26,6 +26,12 @@ def sampled_ranks(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray
     return 1 + (negative_scores >= target_scores[:, None]).sum(axis=1)
 
 
+def ndcg_per_row(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Each row's NDCG@k: 1 / log2(rank + 1) when the one target is in the top k, else 0."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def ranking_metrics(ranks: np.ndarray, top_ks: list[int]) -> dict[str, float]:
     """HR@k (hit ratio; equals recall with one target), NDCG@k and MRR from target ranks."""
     ranks = np.asarray(ranks, dtype=np.float64)
@@ -33,9 +39,31 @@ def ranking_metrics(ranks: np.ndarray, top_ks: list[int]) -> dict[str, float]:
         raise ValueError("no targets to evaluate")
     metrics: dict[str, float] = {}
     for k in sorted(top_ks):
-        hit = ranks <= k
-        metrics[f"hr@{k}"] = float(hit.mean())
-        metrics[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
+        metrics[f"hr@{k}"] = float((ranks <= k).mean())
+        metrics[f"ndcg@{k}"] = float(ndcg_per_row(ranks, k).mean())
     metrics["mrr"] = float((1.0 / ranks).mean())
     metrics["count"] = int(len(ranks))
     return metrics
+
+
+def paired_bootstrap(
+    values: np.ndarray, baseline: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(mean difference, low, high): ``values - baseline`` per row, with a percentile interval.
+
+    Paired: each resample draws evaluation rows with replacement and takes both scorers'
+    values of the same rows, so the interval reflects how the two differ on the same sessions.
+    """
+    difference = np.asarray(values, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    if len(difference) == 0:
+        raise ValueError("no rows to compare")
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    # Resamples in blocks, so the index matrix stays near 8M entries whatever the row count.
+    block = max(1, 8_000_000 // len(difference))
+    for start in range(0, resamples, block):
+        count = min(block, resamples - start)
+        means[start : start + count] = difference[rng.integers(0, len(difference), (count, len(difference)))].mean(axis=1)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(difference.mean()), float(low), float(high)

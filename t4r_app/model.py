@@ -1,4 +1,4 @@
-"""BERT4Rec assembled from Transformers4Rec blocks, sized by the dataset's schema.
+"""BERT4Rec (or SASRec) assembled from Transformers4Rec blocks, sized by the dataset's schema.
 
 ``item_id-list`` is the only input: its schema carries the vocabulary (``int_domain.max``
 is the reserved [MASK] id, so the embedding table covers every id) and the longest
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import transformers4rec.torch as tr
 from merlin.schema import Schema, Tags
-from transformers4rec.config.transformer import BertConfig
+from transformers4rec.config.transformer import BertConfig, GPT2Config
+from transformers4rec.torch.masking import CausalLanguageModeling, MaskSequence
 from transformers4rec.torch.ranking_metric import NDCGAt, RecallAt
 
 from t4r_app.config import ModelConfig
+from t4r_app.head import NextItemHead
 from t4r_app.masking import Bert4RecMasking
 from workflow.ops import ITEM_LIST
 from workflow.sequences import PADDING_ID
@@ -37,34 +39,58 @@ def vocabulary_size(schema: Schema) -> int:
     return int(schema[ITEM_LIST].int_domain.max) + 1
 
 
+def _transformer_sizes(model: ModelConfig, max_length: int) -> dict:
+    return {
+        "d_model": model.d_model,
+        "n_head": model.n_heads,
+        "n_layer": model.n_layers,
+        "total_seq_length": max_length,
+        "hidden_act": model.hidden_act,
+        "initializer_range": model.initializer_range,
+        "layer_norm_eps": model.layer_norm_eps,
+        "dropout": model.hidden_dropout,
+    }
+
+
 def bert_config(model: ModelConfig, max_length: int) -> BertConfig:
     # BertConfig.build() passes `dropout`, which Hugging Face's BertConfig ignores, and does
     # not expose the feed-forward width; the keyword arguments below reach the HF config.
     return BertConfig.build(
-        d_model=model.d_model,
-        n_head=model.n_heads,
-        n_layer=model.n_layers,
-        total_seq_length=max_length,
-        hidden_act=model.hidden_act,
-        initializer_range=model.initializer_range,
-        layer_norm_eps=model.layer_norm_eps,
-        dropout=model.hidden_dropout,
+        **_transformer_sizes(model, max_length),
         intermediate_size=model.intermediate_size,
         hidden_dropout_prob=model.hidden_dropout,
         attention_probs_dropout_prob=model.attention_dropout,
     )
 
 
-def build_model(schema: Schema, model: ModelConfig, top_ks: list[int] | None = None) -> tr.Model:
-    """BERT4Rec: item embeddings -> bidirectional Transformer -> tied full-softmax head."""
-    items = item_schema(schema)
-    max_length = max_sequence_length(items)
-    masking = Bert4RecMasking(
+def gpt2_config(model: ModelConfig, max_length: int) -> GPT2Config:
+    # GPT2Config.build() fixes the feed-forward width at 4 x d_model and uses one dropout for
+    # all three places, without a way to pass others: the HF fields are set after it.
+    config = GPT2Config.build(**_transformer_sizes(model, max_length))
+    config.n_inner = model.intermediate_size
+    config.attn_pdrop = model.attention_dropout
+    return config
+
+
+def sequence_masking(model: ModelConfig) -> MaskSequence:
+    """BERT4Rec: masked items, both directions. SASRec: every next item, left to right only."""
+    if model.architecture == "sasrec":
+        return CausalLanguageModeling(hidden_size=model.d_model, padding_idx=PADDING_ID, train_on_last_item_seq_only=False)
+    return Bert4RecMasking(
         hidden_size=model.d_model,
         padding_idx=PADDING_ID,
         mlm_probability=model.mask_probability,
         last_item_share=model.last_item_mask_share,
+        exact_count=model.masking == "exact",
+        max_predictions=model.max_predictions,
     )
+
+
+def build_model(schema: Schema, model: ModelConfig, top_ks: list[int] | None = None) -> tr.Model:
+    """Item embeddings -> Transformer (bidirectional BERT or causal GPT-2) -> tied full-softmax head."""
+    items = item_schema(schema)
+    max_length = max_sequence_length(items)
+    masking = sequence_masking(model)
     inputs = tr.TabularSequenceFeatures.from_schema(
         items,
         max_sequence_length=max_length,
@@ -72,10 +98,18 @@ def build_model(schema: Schema, model: ModelConfig, top_ks: list[int] | None = N
         masking=masking,
         embedding_dim_default=model.d_model,
     )
-    body = tr.SequentialBlock(inputs, tr.TransformerBlock(bert_config(model, max_length), masking=masking))
+    config = gpt2_config(model, max_length) if model.architecture == "sasrec" else bert_config(model, max_length)
+    body = tr.SequentialBlock(inputs, tr.TransformerBlock(config, masking=masking))
     ks = sorted(set(top_ks or []) | {MONITOR_K})
-    task = tr.NextItemPredictionTask(
-        weight_tying=True,
+    task = NextItemHead(
+        d_model=model.d_model,
+        vocabulary=vocabulary_size(items),
+        transform=model.output_transform,
+        bias=model.output_bias,
+        seen_item_weight=model.seen_item_weight,
+        layer_norm_eps=model.layer_norm_eps,
+        sampled_softmax=model.sampled_softmax > 0,
+        max_n_samples=model.sampled_softmax or 100,
         metrics=[NDCGAt(top_ks=ks, labels_onehot=True), RecallAt(top_ks=ks, labels_onehot=True)],
     )
     return tr.Model(tr.Head(body, task, inputs=inputs))

@@ -25,6 +25,7 @@ class PredictSummary:
     unknown_movies: int
     fallbacks: int
     output: Path
+    exclude_seen: bool  # whether the sessions' own movies were left out
 
 
 def _movie_list(value, where: str) -> list[int]:
@@ -82,10 +83,12 @@ def predict(
     input_path: str | Path,
     output_path: str | Path,
     top_k: int = 10,
-    exclude_seen: bool = False,
+    exclude_seen: bool | None = None,
     server: str | None = None,
     protocol: str | None = None,
 ) -> PredictSummary:
+    """Top-k per session into ``output_path``; ``exclude_seen`` None follows the run's rule
+    (or, with ``server``, the served ensemble's)."""
     ids, sessions = read_sessions(input_path)
     recommender = make_recommender(run_dir, server, protocol)
     results = recommender.recommend(sessions, ids, top_k=top_k, exclude_seen=exclude_seen)
@@ -99,4 +102,5 @@ def predict(
         unknown_movies=sum(len(r.unknown_movies) for r in results),
         fallbacks=sum(r.fallback is not None for r in results),
         output=output_path,
+        exclude_seen=results[0].exclude_seen if results else bool(exclude_seen),
     )

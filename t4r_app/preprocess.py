@@ -210,7 +210,10 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
 
 
 def _collect_stats(config, read_stats, mapping, output: Path, description: str, cutoffs) -> dict:
-    sequence_lengths = _list_lengths(output / "sequences")
+    from t4r_app.sequences_io import list_sequences, repeat_stats  # sequences_io imports this module
+
+    sequences = list_sequences(read_parquet_columns(output / "sequences", [ITEM_LIST])[ITEM_LIST])
+    sequence_lengths = sequences.lengths
     long_enough = sequence_lengths >= config.preprocess.min_sequence_length
     sequences_table = read_parquet_columns(output / "sequences", [USER])
     users = np.unique(sequences_table[USER].to_numpy()[long_enough]) if len(long_enough) else []
@@ -224,6 +227,8 @@ def _collect_stats(config, read_stats, mapping, output: Path, description: str, 
             "short_sequences": int(sequence_lengths[~long_enough].sum()),
         },
         "interactions": int(sequence_lengths[long_enough].sum()),
+        # How often a sequence comes back to a movie it already holds: serve.exclude_seen=auto reads it.
+        "repeats": repeat_stats(sequences, long_enough),
         "sequences": int(long_enough.sum()),
         "sequences_dropped_short": int((~long_enough).sum()),
         "users": int(len(users)),
@@ -263,6 +268,8 @@ def format_summary(stats: dict) -> str:
         f"interactions    {stats['interactions_read']:,} read -> {stats['interactions']:,} in sequences "
         f"(dropped: {dropped['consecutive_duplicates']:,} consecutive duplicates, "
         f"{dropped['short_sequences']:,} in {stats['sequences_dropped_short']:,} short sequences)",
+        f"repeats         {stats['repeats']['interactions']:,} interactions ({stats['repeats']['share']:.2%}) repeat a "
+        "movie earlier in their sequence",
         f"users / items   {stats['users']:,} users, {stats['items']:,} movies "
         f"(item ids {ids['first_movie']}..{ids['last_movie']}, padding {ids['padding']}, mask {ids['mask']})",
         f"protocol        {stats['split']['protocol']}",

@@ -10,6 +10,9 @@ Triton ensemble (which uses ``TopKScorer`` too):
 * a session longer than the model's window keeps its most recent ``max_seq_length - 1``
   movies, the position [MASK] takes after them being the last one seen in training.
 
+Whether a session's own movies are left out is the run's rule (``run_exclude_seen``: decided
+from ``serve.exclude_seen`` and the data when the model was saved); a caller may override it.
+
 Scores are the model's softmax probabilities over movies.
 """
 
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from t4r_app.evaluation import movie_ids
+from t4r_app.metrics import EXCLUDED
 from t4r_app.model import max_sequence_length, vocabulary_size
 from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR, LoadedRun
 from t4r_app.scoring import score_batch
@@ -69,6 +73,8 @@ class TopKScorer:
     def top_k(
         self, sessions: list[np.ndarray], top_k: int, exclude_seen: bool = False
     ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Per session the best ``top_k`` movies and their scores, fewer when ``exclude_seen``
+        leaves fewer movies than that; and whether the session was answered by popularity."""
         # Ids below the first movie are padding, null or out-of-vocabulary: not movies.
         sessions = [np.asarray(items, dtype=np.int64) for items in sessions]
         sessions = [items[items >= FIRST_MOVIE_ID] for items in sessions]
@@ -79,19 +85,22 @@ class TopKScorer:
             for start in range(0, len(known), self.batch_size):
                 logits = self.logits(encoded.padded(start, start + self.batch_size, self.max_length - 1))
                 scores[known[start : start + self.batch_size]] = _softmax_over(logits, self.movies)
-        orders, best_scores = [], []
-        for index, row in enumerate(scores):
-            candidates = self.movies
-            if exclude_seen:
-                allowed = self.is_movie.copy()
-                allowed[sessions[index]] = False
-                candidates = np.flatnonzero(allowed)
-            order = candidates[np.argsort(-row[candidates], kind="stable")[:top_k]]
-            orders.append(order)
-            best_scores.append(row[order])
+        scores[:, ~self.is_movie] = EXCLUDED
+        if exclude_seen:
+            scores[ItemSequences.from_lists(sessions).cells(0, len(sessions))] = EXCLUDED
+        # Stable: equal scores keep id order, so every caller gets the same ranking.
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        best = np.take_along_axis(scores, order, axis=1)
+        allowed = best > EXCLUDED
         fallback = np.ones(len(sessions), dtype=bool)
         fallback[known] = False
-        return orders, best_scores, fallback
+        return [o[a] for o, a in zip(order, allowed)], [b[a] for b, a in zip(best, allowed)], fallback
+
+
+def run_exclude_seen(run: LoadedRun) -> bool:
+    """The run's seen-movie rule, decided from the data when training saved the model
+    (run.json); runs from before the rule existed keep seen movies, as they always did."""
+    return run.info.exclude_seen
 
 
 @dataclass
@@ -102,9 +111,16 @@ class Recommendation:
     titles: list[str]
     unknown_movies: list[int] = field(default_factory=list)
     fallback: str | None = None
+    exclude_seen: bool = False  # whether the session's own movies were left out
 
     def to_json(self) -> dict:
-        line = {"session_id": self.session_id, "movieIndices": self.movies, "scores": self.scores, "titles": self.titles}
+        line = {
+            "session_id": self.session_id,
+            "movieIndices": self.movies,
+            "scores": self.scores,
+            "titles": self.titles,
+            "exclude_seen": self.exclude_seen,
+        }
         if self.unknown_movies:
             line["unknown_movies"] = self.unknown_movies
         if self.fallback:
@@ -121,6 +137,7 @@ class Recommender:
         self.item_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["item_id"].tolist()))
         self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
         self.catalogue = ItemCatalogue.from_mapping(mapping, vocabulary)
+        self.exclude_seen = run_exclude_seen(run)
         model = run.model
         self.scorer = TopKScorer(lambda batch: score_batch(model, batch), max_sequence_length(run.schema), self.catalogue.popularity)
 
@@ -140,8 +157,10 @@ class Recommender:
         sessions: list[list[int]],
         session_ids: list | None = None,
         top_k: int = 10,
-        exclude_seen: bool = False,
+        exclude_seen: bool | None = None,
     ) -> list[Recommendation]:
+        """Top-k for raw sessions; ``exclude_seen`` None follows the run's rule."""
+        exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
         session_ids = session_ids if session_ids is not None else list(range(len(sessions)))
         encoded = [self.encode(movies) for movies in sessions]
         orders, scores, fallback = self.scorer.top_k([items for items, _ in encoded], top_k, exclude_seen)
@@ -153,6 +172,7 @@ class Recommender:
                 titles=self.catalogue.title_of_item[orders[index]].tolist(),
                 unknown_movies=encoded[index][1],
                 fallback=FALLBACK if fallback[index] else None,
+                exclude_seen=exclude_seen,
             )
             for index in range(len(sessions))
         ]

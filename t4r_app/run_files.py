@@ -39,6 +39,10 @@ class RunInfo:
     torch: str
     transformers4rec: str
     transformers: str
+    # The seen-movie rule of predict, recommend and export (serve.exclude_seen resolved on the
+    # training data); runs trained before it existed keep seen movies.
+    exclude_seen: bool = False
+    exclude_seen_reason: str = ""
 
 
 def load_schema(split_dir: str | Path) -> Schema:

@@ -26,6 +26,8 @@ from workflow.ops import ITEM_LIST
 REQUEST_COLUMN = "movieIndices"
 VALUES_INPUT, OFFSETS_INPUT = f"{REQUEST_COLUMN}__values", f"{REQUEST_COLUMN}__offsets"
 MOVIE_IDS, SCORES = "movie_ids", "scores"
+NO_MOVIE = -1  # fills an answer row where leaving seen movies out leaves fewer than k
+EXCLUDE_SEEN_PARAMETER = "exclude_seen"  # in the ensemble's config.pbtxt, for clients to read
 WORKFLOW_DIR = "serving_workflow"
 MODEL_FILE = "bert4rec_traced.pt"
 CATALOGUE_FILE = "catalogue.npz"
@@ -67,16 +69,27 @@ class PredictTopK(BaseOperator):
     """Encoded sessions (``item_id-list``) in; top-k raw movie ids and scores out.
 
     The model is the traced BERT4Rec; unknown, empty and long sessions follow the same
-    rules as ``t4r-app predict`` because both go through ``TopKScorer``.
+    rules as ``t4r-app predict`` because both go through ``TopKScorer``. ``exclude_seen``
+    (baked in at export) leaves each session's own movies out; where that leaves fewer than
+    ``top_k`` movies, the row ends in NO_MOVIE ids with score 0.
     """
 
-    def __init__(self, traced_model=None, movie_of_item=None, popularity=None, max_length: int = 0, top_k: int = 10):
+    def __init__(
+        self,
+        traced_model=None,
+        movie_of_item=None,
+        popularity=None,
+        max_length: int = 0,
+        top_k: int = 10,
+        exclude_seen: bool = False,
+    ):
         super().__init__()
         self.traced_model = traced_model
         self.movie_of_item = movie_of_item
         self.popularity = popularity
         self.max_length = max_length
         self.top_k = top_k
+        self.exclude_seen = exclude_seen
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -98,13 +111,14 @@ class PredictTopK(BaseOperator):
     def transform(self, col_selector: ColumnSelector, transformable):
         sessions = _sessions(transformable)
         scorer = TopKScorer(self._logits, self.max_length, self.popularity)
-        orders, scores, _ = scorer.top_k(sessions, self.top_k)
-        return TensorTable(
-            {
-                MOVIE_IDS: self.movie_of_item[np.stack(orders)].astype(np.int64),
-                SCORES: np.stack(scores).astype(np.float32),
-            }
-        )
+        # Ensembles exported before the field existed ranked every movie.
+        orders, scores, _ = scorer.top_k(sessions, self.top_k, getattr(self, "exclude_seen", False))
+        movies = np.full((len(sessions), self.top_k), NO_MOVIE, dtype=np.int64)
+        best = np.zeros((len(sessions), self.top_k), dtype=np.float32)
+        for row, (order, row_scores) in enumerate(zip(orders, scores)):
+            movies[row, : len(order)] = self.movie_of_item[order]
+            best[row, : len(order)] = row_scores
+        return TensorTable({MOVIE_IDS: movies, SCORES: best})
 
     @torch.no_grad()
     def _logits(self, padded: np.ndarray) -> np.ndarray:

@@ -18,20 +18,16 @@ Users are generated in chunks, so 25M interactions never sit in memory at once.
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from t4r_app.example_codec import encode_examples
-from t4r_app.tfrecord_framing import write_framed_record
+from t4r_app.seed_layout import ShardWriter, write_titles, write_zip
 
-ZIP_NAME = "recommandation.zip"  # the user's spelling of the archive
 SAMPLE_FILE = "sample_sessions.jsonl"
 SAMPLE_SESSIONS, SAMPLE_LENGTH = 5, 12
-DATASET_ROOT = "recommendation"
 _START_TIME = 1_420_070_400  # 2015-01-01
 _TIME_SPAN = 2 * 365 * 86_400
 _ADJECTIVES = (
@@ -173,50 +169,33 @@ def generate_dataset(spec: GenerationSpec, output: str | Path, make_zip: bool = 
     """
     spec.check()
     output = Path(output)
-    dataset_dir = output / DATASET_ROOT / "dataset"
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    for stale in dataset_dir.glob("data-*.tfrecord"):
-        stale.unlink()
     rng = np.random.default_rng(spec.seed)
     world = _World(spec, rng)
-    shard_paths = [dataset_dir / f"data-{i}.tfrecord" for i in range(spec.shards)]
-    shard_files = [open(path, "wb") for path in shard_paths]
     records = interactions = 0
     samples: list[dict] = []
-    try:
-        with tqdm(total=spec.users, desc="generate", unit="users") as progress:
-            for first in range(0, spec.users, spec.chunk_users):
-                count = min(spec.chunk_users, spec.users - first)
-                users, movies, times, session = _simulate_users(world, spec, first, count, rng)
-                # A record is one (user, session); boundaries fall where either changes.
-                boundary = np.flatnonzero((np.diff(users) != 0) | (np.diff(session) != 0)) + 1
-                offsets = np.concatenate([[0], boundary, [len(users)]])
-                payloads = encode_examples(users[offsets[:-1]], offsets, movies, times)
-                shard_of_record = rng.integers(0, spec.shards, len(payloads))
-                for index in rng.permutation(len(payloads)):
-                    write_framed_record(shard_files[shard_of_record[index]], payloads[index])
-                records += len(payloads)
-                interactions += len(users)
-                samples += _sample_sessions(users, movies, SAMPLE_SESSIONS - len(samples))
-                progress.update(count)
-    finally:
-        for handle in shard_files:
-            handle.close()
-    titles_path = output / DATASET_ROOT / "movie_title_by_index.json"
-    titles_path.write_text(json.dumps({str(m): movie_title(m) for m in range(spec.movies)}, indent=0))
-    zip_path = None
-    if make_zip:
-        zip_path = output / ZIP_NAME
-        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-            for path in [*shard_paths, titles_path]:
-                archive.write(path, path.relative_to(output).as_posix())
+    with ShardWriter(output, spec.shards) as writer, tqdm(total=spec.users, desc="generate", unit="users") as progress:
+        for first in range(0, spec.users, spec.chunk_users):
+            count = min(spec.chunk_users, spec.users - first)
+            users, movies, times, session = _simulate_users(world, spec, first, count, rng)
+            # A record is one (user, session); boundaries fall where either changes.
+            boundary = np.flatnonzero((np.diff(users) != 0) | (np.diff(session) != 0)) + 1
+            offsets = np.concatenate([[0], boundary, [len(users)]])
+            chunk_records = len(offsets) - 1
+            shard_of_record = rng.integers(0, spec.shards, chunk_records)
+            order = rng.permutation(chunk_records)
+            records += writer.write(users[offsets[:-1]], offsets, movies, times, shard_of_record, order)
+            interactions += len(users)
+            samples += _sample_sessions(users, movies, SAMPLE_SESSIONS - len(samples))
+            progress.update(count)
+    titles_file = write_titles(output, {m: movie_title(m) for m in range(spec.movies)})
+    zip_path = write_zip(output, [*writer.paths, titles_file]) if make_zip else None
     summary = GenerationSummary(
         users=spec.users,
         movies=spec.movies,
         records=records,
         interactions=interactions,
-        shards=[str(p) for p in shard_paths],
-        titles=str(titles_path),
+        shards=[str(p) for p in writer.paths],
+        titles=str(titles_file),
         zip=str(zip_path) if zip_path else None,
     )
     with open(output / SAMPLE_FILE, "w") as handle:

@@ -1,4 +1,4 @@
-"""Training BERT4Rec with T4R's Trainer: validation each epoch, early stopping, resumable runs.
+"""Training BERT4Rec (or SASRec) with T4R's Trainer: validation each epoch, early stopping, resumable runs.
 
 A run directory holds everything about one training run::
 
@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 import transformers
 import transformers4rec
@@ -34,6 +32,8 @@ from t4r_app.config import AppConfig, save_config
 from t4r_app.errors import TrainingError
 from t4r_app.model import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
 from t4r_app.run_files import CHECKPOINTS, CONFIG, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info
+from t4r_app.sequences_io import resolve_exclude_seen
+from t4r_app.train_data import WindowDataset, WindowLoader, cut_windows, training_histories
 from t4r_app.training_log import TrainingLog, TrainingProgress
 
 
@@ -50,18 +50,29 @@ class TrainResult:
 
 
 class EarlyStopping(TrainerCallback):
-    """Stop after ``patience`` evaluations without a better monitored metric.
+    """Stop after ``patience`` evaluations without a better monitored metric, never before
+    ``min_epochs``; and at the first evaluation past ``time_budget_s`` of training.
 
-    The count is recomputed from the Trainer's log history, which checkpoints carry, so a
-    resumed run keeps its patience instead of starting the count again.
+    BERT4Rec's validation curve has a long plateau (it learns popularity first, order later),
+    so a short patience alone stops it there; ``min_epochs`` carries it past. The patience
+    count is recomputed from the Trainer's log history, which checkpoints carry, so a resumed
+    run keeps its patience instead of starting the count again.
     """
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, min_epochs: float = 0.0, time_budget_s: float = 0.0):
         self.patience = patience
+        self.min_epochs = min_epochs
+        self.time_budget_s = time_budget_s
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.time_budget_s and time.perf_counter() - self.started >= self.time_budget_s:
+            control.should_training_stop = True
         values = [entry[MONITOR_METRIC] for entry in state.log_history if MONITOR_METRIC in entry]
-        if self.patience and values:
+        if self.patience and values and state.epoch >= self.min_epochs:
             best_index = max(range(len(values)), key=lambda i: (values[i], -i))
             if len(values) - 1 - best_index >= self.patience:
                 control.should_training_stop = True
@@ -155,13 +166,21 @@ def train(
     save_config(config, run_dir / CONFIG)
     write_run_info(
         run_dir,
-        RunInfo(str(data_dir), _device(), torch.__version__, transformers4rec.__version__, transformers.__version__),
+        RunInfo(
+            str(data_dir),
+            _device(),
+            torch.__version__,
+            transformers4rec.__version__,
+            transformers.__version__,
+            *resolve_exclude_seen(config, data_dir),
+        ),
     )
     transformers.set_seed(config.seed)
     schema = item_schema(load_schema(data_dir / "train"))
     max_length = max_sequence_length(schema)
-    train_sequences = _row_count(data_dir / "train")
-    steps_per_epoch = max(1, math.ceil(train_sequences / config.train.batch_size))
+    train_loader = training_loader(config, data_dir, max_length)
+    train_sequences = len(train_loader.dataset)
+    steps_per_epoch = len(train_loader)
     first_validation = steps_per_epoch * config.train.eval_every_epochs
     if config.train.max_steps and config.train.max_steps < first_validation:
         raise TrainingError(
@@ -173,10 +192,14 @@ def train(
         model=model,
         args=training_arguments(config, run_dir, max_length, vocabulary_size(schema), steps_per_epoch, progress),
         schema=schema,
-        train_dataset_or_path=str(data_dir / "train"),
+        train_dataloader=train_loader,
         eval_dataset_or_path=str(data_dir / "valid"),
         compute_metrics=True,
-        callbacks=[EarlyStopping(config.train.patience), TrainingLog(run_dir), *(callbacks or [])],
+        callbacks=[
+            EarlyStopping(config.train.patience, config.train.min_epochs, config.train.time_budget_s),
+            TrainingLog(run_dir),
+            *(callbacks or []),
+        ],
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -192,8 +215,10 @@ def train(
     return result
 
 
-def _row_count(split_dir: Path) -> int:
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in split_dir.glob("*.parquet"))
+def training_loader(config: AppConfig, data_dir: Path, max_length: int) -> WindowLoader:
+    histories = training_histories(data_dir, config.preprocess.min_sequence_length)
+    windows = cut_windows(histories, max_length, config.train.window_stride)
+    return WindowLoader(WindowDataset(windows, config.train.copies_per_epoch), config.train.batch_size, config.seed)
 
 
 def _summarise(

@@ -2,11 +2,13 @@
 
 The server returns raw movie ids and scores; titles, unknown ids and the popularity fallback
 are filled in here from the run's movie mapping, so ``predict --server`` and ``recommend
---server`` print exactly what their in-process forms print.
+--server`` print exactly what their in-process forms print. Whether seen movies are left
+out is the served ensemble's rule (fixed at export, read from the model's config).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from t4r_app.errors import RunError, ServerError
 from t4r_app.export import ENSEMBLE_NAME
 from t4r_app.recommender import FALLBACK, Recommendation
 from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR
-from t4r_app.serving_ops import MOVIE_IDS, OFFSETS_INPUT, SCORES, VALUES_INPUT
+from t4r_app.serving_ops import EXCLUDE_SEEN_PARAMETER, MOVIE_IDS, NO_MOVIE, OFFSETS_INPUT, SCORES, VALUES_INPUT
 
 GRPC_DEFAULT_PORT = 8001
 
@@ -56,21 +58,37 @@ class TritonRecommender:
         mapping = pd.read_parquet(mapping_path)
         self.known_movies = set(mapping["movie_index"].tolist())
         self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
+        self._exclude_seen: bool | None = None
 
     def close(self) -> None:
         self.client.close()
 
+    def _ask(self, request):
+        try:
+            return request()
+        except Exception as error:  # tritonclient raises its own exception types per protocol
+            raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+
     def served_top_k(self) -> int:
         """How many movies the exported ensemble answers per session."""
-        try:
-            metadata = self.client.get_model_metadata(ENSEMBLE_NAME)
-        except Exception as error:
-            raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+        metadata = self._ask(lambda: self.client.get_model_metadata(ENSEMBLE_NAME))
         if isinstance(metadata, dict):  # HTTP answers JSON, gRPC a protobuf message
             outputs = {output["name"]: output["shape"] for output in metadata["outputs"]}
         else:
             outputs = {output.name: list(output.shape) for output in metadata.outputs}
         return int(outputs[MOVIE_IDS][-1])
+
+    def served_exclude_seen(self) -> bool:
+        """Whether the served ensemble leaves a session's own movies out (fixed at export)."""
+        if self._exclude_seen is None:
+            if self.protocol == "grpc":
+                config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME, as_json=True))["config"]
+            else:
+                config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME))
+            # Ensembles exported before the rule existed have no parameter and rank every movie.
+            parameter = config.get("parameters", {}).get(EXCLUDE_SEEN_PARAMETER, {})
+            self._exclude_seen = json.loads(parameter.get("string_value", "false"))
+        return self._exclude_seen
 
     def infer(self, sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         values, offsets = encode_request(sessions)
@@ -80,17 +98,20 @@ class TritonRecommender:
         ]
         inputs[0].set_data_from_numpy(values)
         inputs[1].set_data_from_numpy(offsets)
-        try:
-            result = self.client.infer(ENSEMBLE_NAME, inputs)
-        except Exception as error:  # tritonclient raises its own exception types per protocol
-            raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+        result = self._ask(lambda: self.client.infer(ENSEMBLE_NAME, inputs))
         return result.as_numpy(MOVIE_IDS), result.as_numpy(SCORES)
 
     def recommend(
-        self, sessions: list[list[int]], session_ids: list | None = None, top_k: int = 10, exclude_seen: bool = False
+        self, sessions: list[list[int]], session_ids: list | None = None, top_k: int = 10, exclude_seen: bool | None = None
     ) -> list[Recommendation]:
-        if exclude_seen:
-            raise ServerError("--exclude-seen is not available with --server: the exported ensemble ranks all movies")
+        """Top-k from the server; ``exclude_seen`` None takes the served rule, which a request cannot change."""
+        served = self.served_exclude_seen()
+        if exclude_seen is not None and exclude_seen != served:
+            asked, rule = ("--exclude-seen", "keeps") if exclude_seen else ("--keep-seen", "leaves out")
+            raise ServerError(
+                f"{asked} cannot be applied with --server: the ensemble at {self.address} {rule} the session's own "
+                f"movies, as exported; export again with {asked}, or leave --server out to answer in this process"
+            )
         session_ids = session_ids if session_ids is not None else list(range(len(sessions)))
         movies, scores = self.infer(sessions)
         if top_k > movies.shape[1]:
@@ -98,15 +119,17 @@ class TritonRecommender:
         results = []
         for index, session in enumerate(sessions):
             unknown = [movie for movie in session if movie not in self.known_movies]
-            best = movies[index, :top_k].tolist()
+            answered = movies[index, :top_k] != NO_MOVIE  # rows end early when seen movies leave fewer than k
+            best = movies[index, :top_k][answered].tolist()
             results.append(
                 Recommendation(
                     session_id=session_ids[index],
                     movies=best,
-                    scores=[float(s) for s in scores[index, :top_k]],
+                    scores=[float(s) for s in scores[index, :top_k][answered]],
                     titles=[self.title_of_movie.get(m, "") for m in best],
                     unknown_movies=unknown,
                     fallback=FALLBACK if len(unknown) == len(session) else None,
+                    exclude_seen=served,
                 )
             )
         return results

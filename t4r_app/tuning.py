@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from t4r_app.config import AppConfig, save_config
+from t4r_app.errors import TrainingError
 from t4r_app.training import train
 
 CSV_FILE = "tune.csv"
@@ -36,6 +37,11 @@ def grid(config: AppConfig) -> list[tuple[float, float]]:
 
 
 def tune(config: AppConfig, data_dir: str | Path, output: str | Path, progress: bool = True) -> tuple[list[Trial], AppConfig]:
+    if config.model.architecture != "bert4rec":
+        raise TrainingError(
+            f"tune searches BERT4Rec's mask probability and last-item share; model.architecture="
+            f"{config.model.architecture} has no masking to tune: train it directly"
+        )
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     trials: list[Trial] = []

@@ -61,4 +61,4 @@ def test_train_evaluate_predict_through_the_cli(tiny_data, tmp_path, capsys):
 
 def test_train_help_lists_model_keys():
     text = subprocess.run([sys.executable, "-m", "t4r_app", "train", "--help"], capture_output=True, text=True, check=True).stdout
-    assert "model.mask_probability (default 0.2)" in text and "--resume" in text and "train.patience" in text
+    assert "model.mask_probability (default 0.4)" in text and "--resume" in text and "train.patience" in text

@@ -1,5 +1,6 @@
-"""Evaluation guards: no target leakage, Trainer metrics equal a NumPy reference, and the
-protocols (full, sampled, exclude_seen) behave. Shuffled targets: see test_demo_quality."""
+"""Evaluation guards: no target leakage, Trainer metrics equal a NumPy reference, the
+protocols (full, full_unseen, sampled) behave, the bootstrap comparison, the baselines' training
+history, the verdicts. Shuffled targets: see test_demo_quality."""
 
 from __future__ import annotations
 
@@ -9,12 +10,25 @@ import numpy as np
 import pytest
 import transformers4rec.torch as tr
 
-from t4r_app.baselines import MostPopular, item_counts
-from t4r_app.evaluation import EvalSet, evaluate_run, evaluate_scorer, make_eval_set, model_scorer, sample_negatives
+from conftest import decoded, movie_of_item, read_split as read_frame, run
+from t4r_app.cli import _print_validation_verdicts, main
+from t4r_app.config import load_config
+from t4r_app.evaluation import (
+    EvalSet,
+    compare_ranks,
+    evaluate_results,
+    evaluate_scorer,
+    make_eval_set,
+    model_scorer,
+    sample_negatives,
+    scorer_ranks,
+)
 from t4r_app.metrics import ranking_metrics, target_ranks
 from t4r_app.model import max_sequence_length, vocabulary_size
+from t4r_app.report import baseline_verdicts, verdict_lines
 from t4r_app.run_files import load_run
-from t4r_app.sequences_io import ItemSequences, read_split
+from t4r_app.sequences_io import ItemSequences, preprocess_settings, read_split
+from t4r_app.train_data import training_histories
 from t4r_app.training import training_arguments
 
 
@@ -73,35 +87,131 @@ def test_sampled_negatives_are_fixed_popular_unseen_and_never_the_target():
     assert counts[9:15].sum() > counts[30:36].sum()  # drawn by popularity
 
 
-def test_exclude_seen_takes_the_sessions_movies_out_of_the_ranking():
+def test_one_scoring_pass_ranks_over_all_movies_and_without_the_sessions_own():
     inputs = ItemSequences.from_lists([[3, 4], [5, 6]])
     eval_set = EvalSet("t", inputs, np.array([4, 7]), np.array([[5, 6], [3, 4]]))
+    calls = []
 
     def repeat_last(sessions, rows):  # scores the session's last movie highest, then id order
+        calls.append(rows)
         scores = np.tile(-np.arange(10.0), (rows.stop - rows.start, 1))
         for out, index in enumerate(range(rows.start, rows.stop)):
             scores[out, sessions.row(index)[-1]] = 100
         return scores
 
-    kept = evaluate_scorer(repeat_last, eval_set, [1])
-    excluded = evaluate_scorer(repeat_last, eval_set, [1], exclude_seen=True)
-    assert kept["full"]["hr@1"] == 0.5  # row 0 repeats its last movie
-    assert excluded["full"]["hr@1"] == 0.0  # a seen target cannot be recommended any more
-    # row 1 (target 7): ids 3,4 rank above 7 when kept; with 5, 6 removed only 3, 4 remain above
-    assert excluded["full"]["mrr"] < kept["full"]["mrr"]
+    results = evaluate_scorer(repeat_last, eval_set, [1])
+    assert len(calls) == 1  # both rankings (and the sampled one) come from one call per batch
+    assert set(results) == {"full", "full_unseen", "sampled"}
+    kept, excluded = results["full"], results["full_unseen"]
+    assert kept["hr@1"] == 0.5  # row 0 repeats its last movie
+    assert excluded["hr@1"] == 0.0  # a seen target cannot be recommended any more
+    # row 1 (target 7): 6 (its last), 3, 4, 5 rank above 7 over all movies; without 5 and 6 only 3, 4 do
+    assert scorer_ranks(repeat_last, eval_set)["full"][1] == 5
+    assert scorer_ranks(repeat_last, eval_set)["full_unseen"][1] == 3
 
 
-def test_evaluate_run_writes_the_report(tiny_run):
-    results = evaluate_run(tiny_run, progress=False)
+def test_leaving_seen_movies_out_only_lifts_unseen_targets(loaded, tiny_data):
+    sequences = read_split(tiny_data, "valid").items
+    eval_set = make_eval_set("valid", sequences, np.ones(vocabulary_size(loaded.schema)), 10, seed=0)
+    ranks = scorer_ranks(model_scorer(loaded.model, max_sequence_length(loaded.schema)), eval_set)
+    seen = np.array([target in eval_set.inputs.row(i) for i, target in enumerate(eval_set.targets)])
+    assert seen.any() and (~seen).any()  # the synthetic data repeat movies now and then
+    assert (ranks["full_unseen"][~seen] <= ranks["full"][~seen]).all()
+    assert (ranks["full_unseen"][~seen] < ranks["full"][~seen]).any()
+    assert (ranks["full_unseen"][seen] == vocabulary_size(loaded.schema)).all()  # ranked last
+
+
+def test_comparison_of_identical_and_of_clearly_different_scorers():
+    ranks = {"full": np.arange(1, 401) % 37 + 1, "full_unseen": np.arange(1, 401) % 23 + 1}
+    same = compare_ranks(ranks, {k: v.copy() for k, v in ranks.items()})
+    assert same == {p: {"ndcg@10_difference": 0.0, "ci95": [0.0, 0.0], "resamples": 1000} for p in ("full", "full_unseen")}
+    better = compare_ranks({k: np.maximum(1, v // 5) for k, v in ranks.items()}, ranks)
+    for protocol in ("full", "full_unseen"):
+        low, high = better[protocol]["ci95"]
+        assert 0 < low <= better[protocol]["ndcg@10_difference"] <= high
+
+
+def test_baselines_see_the_whole_training_history_never_a_target(tiny_data):
+    """tiny_data keeps 20 items per example; the baselines get every sequence's full training part."""
+    history = training_histories(tiny_data, preprocess_settings(tiny_data)[1])
+    window = read_split(tiny_data, "train").items
+    assert window.lengths.max() == 20 < history.lengths.max()
+    transitions = (np.maximum(history.lengths - 1, 0).sum(), np.maximum(window.lengths - 1, 0).sum())
+    assert transitions[0] > transitions[1]
+    # leave_one_out: exactly each sequence but its last two items (the valid and test targets)
+    full = read_frame(tiny_data, "sequences")["item_id-list"]
+    expected = sorted(tuple(items[:-2]) for items in full if len(items) >= 5)
+    assert sorted(tuple(history.row(i)) for i in range(len(history))) == expected
+
+
+def test_temporal_history_ends_before_the_validation_cutoff(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    run(fixture_dataset, out, "split.protocol=temporal", "split.valid_cutoff=150", "split.test_cutoff=300", "max_seq_length=3")
+    history = training_histories(out, preprocess_settings(out)[1])
+    lookup = movie_of_item(out)
+    # user 3's six movies all come before 150 (train/ keeps the last 3); user 7 has one: too short
+    assert [[lookup[i] for i in history.row(r)] for r in range(len(history))] == [[30, 31, 32, 33, 34, 35]]
+    assert decoded(out, "train") == {3: [33, 34, 35]}
+
+
+def test_old_configs_with_evaluate_exclude_seen_still_load(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("evaluate:\n  top_ks: [5, 10]\n  exclude_seen: true\n")
+    with pytest.warns(FutureWarning, match="evaluate.exclude_seen is no longer used"):
+        config = load_config(path)
+    assert config.evaluate.top_ks == [5, 10] and not hasattr(config.evaluate, "exclude_seen")
+
+
+def test_verdicts_say_plainly_where_the_model_loses():
+    def split(model, markov, popular):
+        scored = lambda value: {"full": {"ndcg@10": value}, "full_unseen": {"ndcg@10": value + 0.1}}  # noqa: E731
+        return {"model": scored(model), "baselines": {"most_popular": scored(popular), "markov": scored(markov)}}
+
+    results = {"valid": split(0.041, 0.060, 0.02), "test": split(0.5, 0.1, 0.1)}
+    assert baseline_verdicts(results) == [
+        "validation: the model does NOT beat markov over all movies (0.041 vs 0.060 NDCG@10)",
+        "validation: the model does NOT beat markov with the session's own movies left out (0.141 vs 0.160 NDCG@10)",
+    ]
+    assert baseline_verdicts(results, "test") == []
+
+
+def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run, capsys):
+    assert main(["evaluate", "--run", str(tiny_run), "--quiet"]) == 0
+    printed = capsys.readouterr().out
     saved = json.loads((tiny_run / "eval.json").read_text())
-    assert saved["test"]["model"]["full"]["ndcg@10"] == results["test"]["model"]["full"]["ndcg@10"]
     for split in ("valid", "test"):
-        for protocol in ("full", "sampled"):
-            assert {"hr@10", "ndcg@10", "mrr", "hr@1", "ndcg@20"} <= set(saved[split]["model"][protocol])
+        scorers = {"model": saved[split]["model"], **saved[split]["baselines"]}
         assert set(saved[split]["baselines"]) == {"most_popular", "markov"}
-        assert "ndcg@10" in saved[split]["baselines"]["markov"]["full"]
-        # the sampled protocol ranks among 101 items: easier than the full ranking
-        assert saved[split]["model"]["sampled"]["hr@10"] >= saved[split]["model"]["full"]["hr@10"]
+        for metrics in scorers.values():
+            assert set(metrics) == {"full", "full_unseen", "sampled"}
+            assert {"hr@10", "ndcg@10", "mrr", "hr@1", "ndcg@20"} <= set(metrics["full_unseen"])
+            # the sampled protocol ranks among 101 items: easier than the full ranking
+            assert metrics["sampled"]["hr@10"] >= metrics["full"]["hr@10"]
+        for name in ("most_popular", "markov"):
+            for protocol in ("full", "full_unseen"):
+                comparison = saved[split]["comparison"][name][protocol]
+                difference = comparison["ndcg@10_difference"]
+                expected = saved[split]["model"][protocol]["ndcg@10"] - saved[split]["baselines"][name][protocol]["ndcg@10"]
+                assert difference == pytest.approx(expected)
+                assert comparison["resamples"] == 1000
+                assert comparison["ci95"][0] <= difference <= comparison["ci95"][1]
+    assert "exclude_seen" not in saved["settings"]
     report = (tiny_run / "report.md").read_text()
-    assert "| BERT4Rec |" in report and "| Markov (1st order) |" in report and "Validation" in report
+    rows = ["| over all movies | BERT4Rec |", "| with the session's own movies left out | Markov (1st order) |",
+            "| sampled (100 negatives) | MostPopular |", "| MostPopular | over all movies | "]
+    for text in rows + verdict_lines(saved, "valid"):
+        assert text in printed and text in report
+    assert "## Validation (" in report and "## Test (" in report
     assert (tiny_run / "eval_plot.png").stat().st_size > 1000
+
+
+def test_training_prints_the_validation_verdicts_without_touching_eval_json(tiny_run, capsys):
+    before = (tiny_run / "eval.json").read_text() if (tiny_run / "eval.json").exists() else None
+    _print_validation_verdicts(tiny_run)
+    printed = capsys.readouterr().out.splitlines()
+    results = evaluate_results(tiny_run, splits=("valid",), progress=False)
+    assert set(results) == {"valid", "settings"}
+    assert printed == verdict_lines(results, "valid")
+    assert printed and all(line.startswith("validation: the model ") for line in printed)
+    after = (tiny_run / "eval.json").read_text() if (tiny_run / "eval.json").exists() else None
+    assert after == before

@@ -1,4 +1,4 @@
-"""The metric functions against hand-computed values, and the baselines on a hand-made split."""
+"""The metric functions against hand-computed values, the paired bootstrap, and the baselines on a hand-made split."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from t4r_app.baselines import Markov, MostPopular
-from t4r_app.metrics import ranking_metrics, sampled_ranks, target_ranks
+from t4r_app.metrics import ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
 from t4r_app.sequences_io import ItemSequences
 
 
@@ -54,3 +54,30 @@ def test_most_popular_ranks_by_training_count():
     scores = MostPopular(train, vocabulary=7).score(train, slice(0, 2))
     assert scores.shape == (2, 7)
     assert list(np.argsort(-scores[0])[:3]) == [5, 4, 3]
+
+
+def test_per_row_ndcg_averages_to_the_metric():
+    ranks = np.array([1, 3, 12, 10, 11])
+    assert ndcg_per_row(ranks, 10).tolist() == pytest.approx([1, 0.5, 0, 1 / math.log2(11), 0])
+    assert ndcg_per_row(ranks, 10).mean() == pytest.approx(ranking_metrics(ranks, [10])["ndcg@10"])
+
+
+def test_paired_bootstrap_of_identical_scorers_is_exactly_zero():
+    values = ndcg_per_row(np.random.default_rng(0).integers(1, 30, 500), 10)
+    assert paired_bootstrap(values, values.copy(), resamples=1000, seed=3) == (0.0, 0.0, 0.0)
+
+
+def test_paired_bootstrap_interval_is_fixed_and_separates_a_clearly_better_scorer():
+    rng = np.random.default_rng(1)
+    baseline = ndcg_per_row(rng.integers(1, 40, 800), 10)
+    better = ndcg_per_row(np.maximum(1, rng.integers(1, 40, 800) // 4), 10)
+    difference, low, high = paired_bootstrap(better, baseline, resamples=1000, seed=0)
+    assert difference == pytest.approx(better.mean() - baseline.mean())
+    assert 0 < low < difference < high
+    assert paired_bootstrap(better, baseline, resamples=1000, seed=0) == (difference, low, high)  # fixed seed
+    # the same rows compared with noise that averages out: the interval straddles 0
+    noise = rng.normal(0, 0.1, 800)
+    _, low, high = paired_bootstrap(baseline + noise - noise.mean(), baseline, resamples=1000, seed=0)
+    assert low < 0 < high
+    with pytest.raises(ValueError, match="no rows to compare"):
+        paired_bootstrap(np.zeros(0), np.zeros(0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from transformers.activations import GELUActivation
@@ -11,8 +10,6 @@ from t4r_app.config import ModelConfig
 from t4r_app.masking import Bert4RecMasking
 from t4r_app.model import build_model, item_schema, max_sequence_length, vocabulary_size
 from t4r_app.run_files import load_schema
-from t4r_app.scoring import score_batch
-from t4r_app.sequences_io import read_split
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +21,7 @@ def _bert(model):
     return model.heads[0].body[1].transformer
 
 
-def test_built_model_has_the_papers_settings(schema):
+def test_built_model_has_the_default_settings(schema):
     torch.manual_seed(0)
     model = build_model(schema, ModelConfig())
     bert = _bert(model)
@@ -35,9 +32,9 @@ def test_built_model_has_the_papers_settings(schema):
         assert layer.attention.self.attention_head_size == 32
         assert layer.intermediate.dense.in_features == 64 and layer.intermediate.dense.out_features == 256
         assert isinstance(layer.intermediate.intermediate_act_fn, GELUActivation)
-        assert layer.attention.self.dropout.p == 0.2  # attention probabilities
-        assert layer.attention.output.dropout.p == 0.2 and layer.output.dropout.p == 0.2  # hidden states
-    assert bert.embeddings.dropout.p == 0.2
+        assert layer.attention.self.dropout.p == 0.1  # attention probabilities
+        assert layer.attention.output.dropout.p == 0.1 and layer.output.dropout.p == 0.1  # hidden states
+    assert bert.embeddings.dropout.p == 0.1
     # positions for max_seq_length items plus the [MASK] appended at inference
     assert bert.embeddings.position_embeddings.num_embeddings >= max_sequence_length(schema) + 1
     assert bert.embeddings.position_embeddings.embedding_dim == 64
@@ -45,6 +42,26 @@ def test_built_model_has_the_papers_settings(schema):
     assert table.num_embeddings == vocabulary_size(schema) and table.embedding_dim == 64
     task = model.heads[0].prediction_task_dict["next-item"]
     assert task.weight_tying and task.item_embedding_table is table  # output layer = item embeddings
+    # the reference head: dense + GELU + LayerNorm, a bias per id; and the seen-item weight
+    dense, activation, norm = task.transform
+    assert (dense.in_features, dense.out_features) == (64, 64) and isinstance(norm, torch.nn.LayerNorm)
+    assert task.output_bias.shape == (vocabulary_size(schema),) and task.seen_weight.shape == ()
+
+
+def test_the_reference_head_can_be_switched_off(schema):
+    task = build_model(schema, ModelConfig(output_transform=False, output_bias=False, seen_item_weight=False)).heads[0]
+    task = task.prediction_task_dict["next-item"]
+    assert isinstance(task.transform, torch.nn.Identity) and task.output_bias is None and task.seen_weight is None
+
+
+def test_sasrec_is_a_causal_gpt2_with_the_configured_settings(schema):
+    config = ModelConfig(architecture="sasrec", d_model=48, n_layers=3, n_heads=4, intermediate_size=96,
+                         hidden_dropout=0.05, attention_dropout=0.3)
+    gpt2 = _bert(build_model(schema, config))
+    assert type(gpt2).__name__ == "GPT2Model" and len(gpt2.h) == 3
+    block = gpt2.h[0]
+    assert block.attn.num_heads == 4 and block.mlp.c_fc.nf == 96  # feed-forward width from the config
+    assert block.attn.attn_dropout.p == 0.3 and block.attn.resid_dropout.p == 0.05 and gpt2.drop.p == 0.05
 
 
 def test_settings_reach_the_module_when_changed(schema):
@@ -76,12 +93,30 @@ def test_forced_last_item_share_is_respected():
     assert (masked.sum(dim=1) >= 1).all()
 
 
-def test_without_forcing_mlm_masks_about_the_probability():
+def test_bernoulli_masking_is_t4rs_rule():
     torch.manual_seed(0)
     items = torch.randint(3, 100, (2000, 40))
-    masked = _targets_per_row(Bert4RecMasking(hidden_size=8, mlm_probability=0.2), items, training=True)
+    masking = Bert4RecMasking(hidden_size=8, mlm_probability=0.2, exact_count=False)
+    masked = _targets_per_row(masking, items, training=True)
     # T4R also masks one random position per row on top: p + (1 - p) / length
     assert abs(masked.float().mean().item() - (0.2 + 0.8 / 40)) < 0.01
+
+
+def test_exact_count_masking_masks_round_n_p_items_of_each_window():
+    torch.manual_seed(0)
+    lengths = torch.tensor([2, 3, 5, 8, 13, 40, 40])
+    items = torch.zeros((len(lengths), 40), dtype=torch.long)
+    for row, length in enumerate(lengths):
+        items[row, :length] = torch.randint(3, 100, (int(length),))
+    masked = _targets_per_row(Bert4RecMasking(hidden_size=8, mlm_probability=0.2), items, training=True)
+    # round(n * p) (half to even), at least one, never the whole window (something must stay visible)
+    assert masked.sum(dim=1).tolist() == [1, 1, 1, 2, 3, 8, 8]
+    assert not masked[items == 0].any()
+    capped = Bert4RecMasking(hidden_size=8, mlm_probability=0.5, max_predictions=4)
+    assert _targets_per_row(capped, items, training=True).sum(dim=1).tolist() == [1, 2, 2, 4, 4, 4, 4]
+    # fresh positions each call: the same window is masked differently
+    again = _targets_per_row(Bert4RecMasking(hidden_size=8, mlm_probability=0.2), items, training=True)
+    assert not torch.equal(masked[5:], again[5:])
 
 
 def test_inference_appends_mask_and_hides_padding_from_attention():
@@ -92,30 +127,3 @@ def test_inference_appends_mask_and_hides_padding_from_attention():
     assert masked[0].tolist() == [False, False, False, True, False, False]
     assert masked[1].tolist() == [False, True, False, False, False, False]
     assert masking.attention_mask.tolist() == [[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]]
-
-
-def test_scores_do_not_depend_on_padding(schema, tiny_data):
-    torch.manual_seed(0)
-    model = build_model(schema, ModelConfig(d_model=32, intermediate_size=64)).eval()
-    sessions = read_split(tiny_data, "valid").items
-    short = sessions.padded(0, 32, 8)
-    wide = np.zeros((32, 19), dtype=np.int64)
-    wide[:, :8] = short
-    assert np.allclose(score_batch(model, short), score_batch(model, wide), atol=1e-5)
-
-
-def test_evaluation_mode_never_sees_the_target(schema, tiny_data):
-    """T4R's evaluation masks the last item; replacing it must not change any score."""
-    torch.manual_seed(0)
-    model = build_model(schema, ModelConfig(d_model=32, intermediate_size=64)).eval()
-    items = read_split(tiny_data, "valid").items
-    batch = torch.as_tensor(items.padded(0, 64, 20))
-    lengths = (batch != 0).sum(dim=1)
-    swapped = batch.clone()
-    swapped[torch.arange(64), lengths - 1] = 3 + (batch[torch.arange(64), lengths - 1] - 2) % 50
-    assert not torch.equal(batch, swapped)
-    with torch.no_grad():
-        original = model({"item_id-list": batch}, testing=True)
-        changed = model({"item_id-list": swapped}, testing=True)
-    assert torch.equal(original["labels"], batch[torch.arange(64), lengths - 1])
-    assert torch.allclose(original["predictions"], changed["predictions"], atol=1e-6)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,9 +15,19 @@ from t4r_app.errors import PredictInputError
 from t4r_app.evaluation import model_scorer, movie_ids
 from t4r_app.model import max_sequence_length
 from t4r_app.predict import predict
-from t4r_app.recommender import Recommender
+from t4r_app.recommender import Recommender, TopKScorer
 from t4r_app.run_files import load_run
 from t4r_app.sequences_io import ItemSequences, read_split
+
+
+def with_seen_rule(run_dir: Path, destination: Path, exclude_seen: bool) -> Path:
+    """A copy of a run whose run.json records the seen-movie rule as training records it
+    (``resolve_exclude_seen`` when the model is saved): the run tests must not write into."""
+    shutil.copytree(run_dir, destination, ignore=shutil.ignore_patterns("checkpoints", "triton", "eval*", "report.md"))
+    info = json.loads((destination / "run.json").read_text())
+    info.update(exclude_seen=exclude_seen, exclude_seen_reason=f"serve.exclude_seen={str(exclude_seen).lower()} (test)")
+    (destination / "run.json").write_text(json.dumps(info))
+    return destination
 
 
 def _write_jsonl(path, rows):
@@ -98,3 +110,40 @@ def test_cli_errors_are_messages(tmp_path, capsys):
     (tmp_path / "s.jsonl").write_text('{"movieIndices": [1]}\n')
     assert main(["predict", "--run", str(tmp_path), "--input", str(tmp_path / "s.jsonl"), "--output", "o.jsonl"]) == 1
     assert "is not a training run" in capsys.readouterr().err
+
+
+def _predicted(main_args, output):
+    assert main(main_args + ["--output", str(output)]) == 0
+    return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+def test_the_runs_seen_movie_rule_is_the_default_and_the_flags_override_it(tiny_run, tiny_data, tmp_path, capsys):
+    sessions, _ = _raw_sessions(tiny_data, 40)
+    source = _write_jsonl(tmp_path / "in.jsonl", [{"movieIndices": s} for s in sessions])
+    strict = with_seen_rule(tiny_run, tmp_path / "strict", exclude_seen=True)
+    overlaps = lambda lines: [set(line["movieIndices"]) & set(s) for line, s in zip(lines, sessions)]  # noqa: E731
+
+    excluded = _predicted(["predict", "--run", str(strict), "--input", str(source)], tmp_path / "a.jsonl")
+    assert "are left out of its recommendations (the run's rule, see run.json)" in capsys.readouterr().out
+    assert all(line["exclude_seen"] is True for line in excluded) and not any(overlaps(excluded))
+    kept = _predicted(["predict", "--run", str(strict), "--input", str(source), "--keep-seen"], tmp_path / "b.jsonl")
+    assert "are kept in its recommendations (--keep-seen)" in capsys.readouterr().out
+    assert all(line["exclude_seen"] is False for line in kept) and any(overlaps(kept))  # the data repeat movies
+    # a run from before the rule (no exclude_seen in run.json) keeps seen movies, as it always did
+    old = _predicted(["predict", "--run", str(tiny_run), "--input", str(source)], tmp_path / "c.jsonl")
+    assert [line["movieIndices"] for line in old] == [line["movieIndices"] for line in kept]
+    forced = _predicted(["predict", "--run", str(tiny_run), "--input", str(source), "--exclude-seen"], tmp_path / "d.jsonl")
+    assert [line["movieIndices"] for line in forced] == [line["movieIndices"] for line in excluded]
+    with pytest.raises(SystemExit):
+        main(["predict", "--run", str(tiny_run), "--input", str(source), "--output", "x", "--exclude-seen", "--keep-seen"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_leaving_seen_movies_out_never_pads_with_them():
+    popularity = np.array([0, 0, 0, 0.4, 0.3, 0.2, 0.1, 0])  # ids 3..6 are movies, 7 is [MASK]
+    scorer = TopKScorer(lambda batch: np.zeros((len(batch), 8)), max_length=4, popularity=popularity)
+    orders, scores, fallback = scorer.top_k([[], [3, 4, 5], [3, 4, 5, 6]], top_k=3, exclude_seen=True)
+    assert [o.tolist() for o in orders] == [[3, 4, 5], [6], []]  # fewer left than asked: a shorter answer
+    assert fallback.tolist() == [True, False, False] and len(scores[1]) == 1
+    orders, _, _ = scorer.top_k([[3, 4, 5]], top_k=3)
+    assert orders[0].tolist() == [3, 4, 5]  # equal model scores: ties keep id order

@@ -11,6 +11,9 @@ import pytest
 from merlin.schema import Tags
 
 from conftest import decoded, read_split, run, session, write_shard, write_titles
+from t4r_app.config import load_config
+from t4r_app.preprocess import format_summary
+from t4r_app.sequences_io import ItemSequences, measured_repeats, repeat_stats, resolve_exclude_seen
 
 USER_7 = [10, 14, 11, 12, 13, 15]
 USER_3 = [30, 31, 32, 33, 34, 35]
@@ -117,7 +120,7 @@ def test_encoding_reserves_padding_and_mask_and_maps_back_to_titles(fixture_data
     assert {Tags.ITEM, Tags.ID, Tags.CATEGORICAL, Tags.LIST} <= set(item.tags)
     assert item.int_domain.max == stats["item_ids"]["mask"]
     assert item.properties["mask_id"] == 15
-    assert item.value_count.max == 200
+    assert item.value_count.max == load_config().preprocess.max_seq_length  # the default window
     assert Tags.USER in schema["user_index"].tags
     ids = np.concatenate(read_split(out, "train")["item_id-list"].map(np.array).tolist())
     assert ids.min() >= 3 and ids.max() <= 14
@@ -158,3 +161,46 @@ def test_generated_zip_reads_back_and_reconciles(generated_small, tmp_path):
     assert stats["records_read"] == stats["records_kept"] == generation["records"]
     assert stats["interactions_read"] == generation["interactions"]
     assert stats["shards_read"] == 4 and stats["items"] <= 120
+
+
+def test_repeats_are_flagged_from_the_second_occurrence_on():
+    sequences = ItemSequences.from_lists([[5, 6, 5, 7, 6, 5], [8, 9], [], [5, 5]])
+    assert sequences.repeated().tolist() == [False, False, True, False, True, True, False, False, False, True]
+    assert repeat_stats(sequences) == {"interactions": 4, "share": 0.4}
+    assert repeat_stats(sequences, np.array([False, True, True, True])) == {"interactions": 1, "share": 0.25}
+
+
+def test_preprocess_measures_repeats_and_auto_keeps_seen_movies_when_they_come_back(tmp_path):
+    root = tmp_path / "raw"
+    records = [
+        session(1, [5, 6, 5, 7, 6, 5], list(range(6))),  # 3 repeats
+        session(2, [8, 9, 10, 11, 12], list(range(5))),
+        session(3, [20, 20, 21], [0, 1, 2]),  # too short: left out, its repeat too
+    ]
+    write_shard(root / "dataset" / "data-0.tfrecord", records)
+    write_titles(root / "movie_title_by_index.json", range(30))
+    out = tmp_path / "out"
+    stats = run(root, out).stats
+    assert stats["interactions"] == 11 and stats["repeats"] == {"interactions": 3, "share": 3 / 11}
+    assert "repeats         3 interactions (27.27%) repeat a movie earlier in their sequence" in format_summary(stats)
+    exclude, reason = resolve_exclude_seen(load_config(), out)
+    assert not exclude and "27.27% of interactions repeat" in reason and "seen movies are kept" in reason
+    assert resolve_exclude_seen(load_config(None, ["serve.exclude_seen=true"]), out)[0] is True
+    # a DATA_DIR from before the measurement: measured from sequences/ alike
+    saved = json.loads((out / "stats.json").read_text())
+    del saved["repeats"]
+    (out / "stats.json").write_text(json.dumps(saved))
+    assert measured_repeats(out) == {"interactions": 3, "share": 3 / 11}
+
+
+def test_auto_leaves_seen_movies_out_when_nobody_watches_a_movie_twice(fixture_dataset, tmp_path):
+    out = tmp_path / "out"
+    assert run(fixture_dataset, out).stats["repeats"] == {"interactions": 0, "share": 0.0}
+    exclude, reason = resolve_exclude_seen(load_config(), out)
+    assert exclude and reason == (
+        "serve.exclude_seen=auto: 0.00% of interactions repeat a movie earlier in their sequence, "
+        "below 1%, so seen movies are left out"
+    )
+    assert resolve_exclude_seen(load_config(None, ["serve.exclude_seen=false"]), out) == (
+        False, "serve.exclude_seen=false in the config (0.00% of interactions repeat a movie earlier in their sequence)"
+    )

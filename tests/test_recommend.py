@@ -7,6 +7,7 @@ import json
 import pytest
 
 from t4r_app.cli import main
+from test_predict import with_seen_rule
 from t4r_app.recommender import Recommender
 from t4r_app.run_files import load_run
 from t4r_app.titles import TitleError, find_movie
@@ -55,3 +56,23 @@ def test_recommend_errors_are_messages(tiny_run, capsys):
     assert "no movie titled 'no such film'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["recommend", "--run", str(tiny_run), "--session", "1,x"])
+
+
+def test_recommend_follows_the_runs_seen_movie_rule_unless_told(tiny_run, tmp_path, capsys):
+    strict = with_seen_rule(tiny_run, tmp_path / "strict", exclude_seen=True)
+    recommender = Recommender(load_run(strict))
+    # the movies the model ranks highest for themselves: what leaving seen movies out must drop
+    session = recommender.recommend([[]], top_k=3, exclude_seen=False)[0].movies
+    ids = ",".join(map(str, session))
+
+    def answer(*flags):
+        assert main(["recommend", "--run", str(strict), "--session", ids, "--json", *flags]) == 0
+        captured = capsys.readouterr()
+        return json.loads(captured.out), captured.err
+
+    excluded, note = answer()
+    assert excluded["exclude_seen"] is True and not set(excluded["movieIndices"]) & set(session)
+    assert "left out of its recommendations (the run's rule, see run.json)" in note
+    kept, note = answer("--keep-seen")
+    assert kept["exclude_seen"] is False and "(--keep-seen)" in note
+    assert kept["movieIndices"] == recommender.recommend([session], exclude_seen=False)[0].movies

@@ -1,4 +1,9 @@
-"""Serving: the exported ensemble in-process, and a real tritonserver answering it over HTTP and gRPC."""
+"""Serving: the exported ensemble in-process, and a real tritonserver answering it over HTTP and gRPC.
+
+The module's server serves a run whose rule leaves a session's own movies out (as training
+records it on data where nobody watches a movie twice), so every comparison with the
+in-process answers runs with the exclusion on; the CLI export test serves one that keeps them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from t4r_app.cli import main
@@ -22,13 +26,20 @@ from t4r_app.scoring import score_batch
 from t4r_app.sequences_io import read_split
 from t4r_app.triton_client import TritonRecommender, encode_request
 from t4r_app.triton_server import TritonServer, find_tritonserver, free_port
+from test_predict import with_seen_rule
 
 TOP_K = 10
 
 
 @pytest.fixture(scope="module")
-def repository(tiny_run, tmp_path_factory):
-    return export_run(tiny_run, tmp_path_factory.mktemp("serving") / "repo", target="cpu", top_k=TOP_K)
+def strict_run(tiny_run, tmp_path_factory):
+    return with_seen_rule(tiny_run, tmp_path_factory.mktemp("strict") / "run", exclude_seen=True)
+
+
+@pytest.fixture(scope="module")
+def repository(strict_run, tmp_path_factory):
+    # no exclude_seen given: the export bakes in the run's rule
+    return export_run(strict_run, tmp_path_factory.mktemp("serving") / "repo", target="cpu", top_k=TOP_K)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +49,8 @@ def server(repository):
 
 
 @pytest.fixture(scope="module")
-def in_process(tiny_run):
-    return Recommender(load_run(tiny_run))
+def in_process(strict_run):
+    return Recommender(load_run(strict_run))
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +69,7 @@ def _assert_same(answers, expected):
         assert got.movies == want.movies
         assert np.allclose(got.scores, want.scores, atol=1e-4)
         assert got.fallback == want.fallback and got.unknown_movies == want.unknown_movies
+        assert got.exclude_seen is want.exclude_seen is True
 
 
 def test_traced_model_equals_the_eager_model_for_any_batch(tiny_run, tiny_data):
@@ -75,7 +87,8 @@ def test_traced_model_equals_the_eager_model_for_any_batch(tiny_run, tiny_data):
 
 def test_exported_graph_runs_in_process(repository, in_process, raw_sessions):
     info = json.loads((repository / "t4r_export.json").read_text())
-    assert info["top_k"] == TOP_K and (repository / ENSEMBLE_NAME / "config.pbtxt").is_file()
+    assert info["top_k"] == TOP_K and info["exclude_seen"] is True
+    assert 'key: "exclude_seen"' in (repository / ENSEMBLE_NAME / "config.pbtxt").read_text()
     sessions = raw_sessions[:50] + [[], [10**9], raw_sessions[0] * 5]
     output = load_exported(repository).transform(pd.DataFrame({"movieIndices": sessions}))
     expected = in_process.recommend(sessions, top_k=TOP_K)
@@ -97,11 +110,19 @@ def test_triton_answers_exactly_what_predict_answers(server, tiny_run, in_proces
     finally:
         client.close()
     _assert_same(answers, in_process.recommend(raw_sessions, top_k=TOP_K))
+    assert not any(set(answer.movies) & set(session) for answer, session in zip(answers, raw_sessions))
 
 
 def test_awkward_sessions_in_one_batch_get_the_documented_answers(server, tiny_run, in_process, raw_sessions):
     long_session = raw_sessions[0] * 10
+    # Movies older than the model's window still count as seen: put the best answers for the
+    # recent movies before them, where the model does not see them.
+    recent = next(session for session in raw_sessions if len(session) >= 19)
+    best_for_recent = in_process.recommend([recent], top_k=5)[0].movies
+    old_and_recent = best_for_recent + recent
+    all_but_three = sorted(in_process.title_of_movie)[3:]  # fewer unseen movies left than asked for
     mixed = [raw_sessions[1], [], [10**9, -1], raw_sessions[2] + [10**9], long_session, raw_sessions[3]]
+    mixed += [old_and_recent, all_but_three]
     client = TritonRecommender(server.http_url, tiny_run)
     try:
         answers = client.recommend(mixed, top_k=5)
@@ -110,6 +131,8 @@ def test_awkward_sessions_in_one_batch_get_the_documented_answers(server, tiny_r
     _assert_same(answers, in_process.recommend(mixed, top_k=5))
     assert answers[1].fallback == "most_popular" and answers[2].fallback == "most_popular"
     assert answers[3].unknown_movies == [10**9]
+    assert not set(answers[6].movies) & set(old_and_recent)
+    assert sorted(answers[7].movies) == sorted(in_process.title_of_movie)[:3]
 
 
 def _raw_request(server, inputs):
@@ -156,21 +179,25 @@ def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_pr
     _still_answers(server, tiny_run, in_process, raw_sessions[4])
 
 
-def test_cli_talks_to_the_server(server, tiny_run, in_process, raw_sessions, tmp_path, capsys):
+def test_cli_talks_to_the_server(server, strict_run, in_process, raw_sessions, tmp_path, capsys):
     source = tmp_path / "s.jsonl"
     source.write_text("".join(json.dumps({"session_id": i, "movieIndices": s}) + "\n" for i, s in enumerate(raw_sessions[:20])))
-    assert main(["predict", "--run", str(tiny_run), "--input", str(source), "--output", str(tmp_path / "remote.jsonl"), "--server", server.grpc_url, "--protocol", "grpc"]) == 0
-    assert main(["predict", "--run", str(tiny_run), "--input", str(source), "--output", str(tmp_path / "local.jsonl")]) == 0
+    assert main(["predict", "--run", str(strict_run), "--input", str(source), "--output", str(tmp_path / "remote.jsonl"), "--server", server.grpc_url, "--protocol", "grpc"]) == 0
+    assert "left out of its recommendations (the server's rule, set at export)" in capsys.readouterr().out
+    assert main(["predict", "--run", str(strict_run), "--input", str(source), "--output", str(tmp_path / "local.jsonl")]) == 0
     remote = [json.loads(line) for line in (tmp_path / "remote.jsonl").read_text().splitlines()]
     local = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
-    assert [r["movieIndices"] for r in remote] == [r["movieIndices"] for r in local]
-    assert [r["titles"] for r in remote] == [r["titles"] for r in local]
+    for key in ("movieIndices", "titles", "exclude_seen"):
+        assert [r[key] for r in remote] == [r[key] for r in local]
     session = ",".join(map(str, raw_sessions[0]))
     capsys.readouterr()
-    assert main(["recommend", "--run", str(tiny_run), "--session", session, "--top-k", "3", "--server", server.http_url]) == 0
+    assert main(["recommend", "--run", str(strict_run), "--session", session, "--top-k", "3", "--server", server.http_url, "--exclude-seen"]) == 0
     remote_table = capsys.readouterr().out
-    assert main(["recommend", "--run", str(tiny_run), "--session", session, "--top-k", "3"]) == 0
+    assert main(["recommend", "--run", str(strict_run), "--session", session, "--top-k", "3"]) == 0
     assert capsys.readouterr().out == remote_table
+    # a request cannot change the rule baked into the ensemble: asking for the other one is refused
+    assert main(["recommend", "--run", str(strict_run), "--session", session, "--server", server.http_url, "--keep-seen"]) == 1
+    assert "--keep-seen cannot be applied with --server: the ensemble at" in capsys.readouterr().err
 
 
 def test_server_start_errors_are_clear(repository, tmp_path):
@@ -209,6 +236,7 @@ def test_request_check_names_the_problem():
 def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, capsys):
     repository = tmp_path / "repo"
     assert main(["export", "--run", str(tiny_run), "--output", str(repository), "--top-k", "3"]) == 0
+    assert "are kept in its recommendations (the run's rule, see run.json)" in capsys.readouterr().out
     sessions = tmp_path / "s.jsonl"
     sessions.write_text("".join(json.dumps({"session_id": f"u{i}", "movieIndices": s}) + "\n" for i, s in enumerate(raw_sessions[:2])))
     ports = [str(free_port()) for _ in range(3)]
@@ -217,8 +245,37 @@ def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, caps
     assert main([*command, "--try-sessions", str(sessions), "--run", str(tiny_run)]) == 0
     printed = capsys.readouterr().out
     assert "recommendations from tritonserver" in printed and "session u1" in printed and "   3. " in printed
+    assert main(["export", "--run", str(tiny_run), "--output", str(tmp_path / "strict"), "--exclude-seen"]) == 0
+    assert json.loads((tmp_path / "strict" / "t4r_export.json").read_text())["exclude_seen"] is True
     assert "stopping tritonserver" in printed
     assert main(["export", "--run", str(tiny_run), "--output", str(tmp_path / "gpu"), "--target", "gpu"]) == 1
     assert "not implemented yet" in capsys.readouterr().err
     assert main(["serve", "--repository", str(tmp_path / "missing")]) == 1
     assert "model repository not found" in capsys.readouterr().err
+
+
+def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessions, tmp_path):
+    """The causal architecture goes through the same export and server: no [MASK] is appended."""
+    from conftest import tiny_config
+    from t4r_app.training import train
+
+    run_dir = tmp_path / "sasrec"
+    train(tiny_config("model.architecture=sasrec"), tiny_data, run_dir, progress=False)
+    repository = export_run(run_dir, tmp_path / "repo", target="cpu", top_k=TOP_K)
+    in_process = Recommender(load_run(run_dir))
+    sessions = raw_sessions[:60] + [[], raw_sessions[0] * 5]
+    with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as running:
+        client = TritonRecommender(running.http_url, run_dir)
+        try:
+            answers = client.recommend(sessions, top_k=TOP_K)
+        finally:
+            client.close()
+    expected = in_process.recommend(sessions, top_k=TOP_K)
+    for got, want in zip(answers, expected):
+        assert got.movies == want.movies and np.allclose(got.scores, want.scores, atol=1e-4)
+    # and the answers are the causal model's own: the last item's state, not a [MASK] position
+    run = load_run(run_dir)
+    batch = read_split(tiny_data, "test").items.padded(0, 8, max_sequence_length(run.schema) - 1)
+    with torch.no_grad():
+        last_state = run.model({"item_id-list": torch.as_tensor(batch)}, training=False, testing=False)
+    assert np.allclose(last_state.numpy(), score_batch(run.model, batch), atol=1e-6)

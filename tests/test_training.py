@@ -74,14 +74,26 @@ def test_same_seed_same_run_and_resume_continues_exactly(tiny_data, tmp_path):
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(tiny_data, tmp_path):
     # A learning rate this high makes validation worse, so patience runs out quickly.
-    config = tiny_config("train.epochs=30", "train.patience=2", "train.learning_rate=0.5", "train.warmup_steps=0")
+    config = tiny_config(
+        "train.epochs=30", "train.patience=2", "train.min_epochs=3", "train.learning_rate=0.5", "train.warmup_steps=0"
+    )
     result = train(config, tiny_data, tmp_path / "run", progress=False)
     assert result.stopped_early and result.epochs_run < 30
     rows = _log(tmp_path / "run")
     scores = [float(r["valid_ndcg@10"]) for r in rows]
     best = scores.index(max(scores))
-    assert len(scores) - 1 - best == 2  # stopped exactly when patience ran out
+    assert len(scores) - 1 - best == 2 or result.epochs_run == config.train.min_epochs  # patience ran out...
+    assert result.epochs_run >= config.train.min_epochs  # ...but never before min_epochs
     assert result.best_epoch == float(rows[best]["epoch"])
+
+
+def test_min_epochs_carries_training_past_a_plateau_and_the_budget_stops_it(tiny_data, tmp_path):
+    config = tiny_config("train.epochs=12", "train.patience=1", "train.min_epochs=6",
+                         "train.learning_rate=0.5", "train.warmup_steps=0")
+    assert train(config, tiny_data, tmp_path / "patient", progress=False).epochs_run >= 6
+    budget = tiny_config("train.epochs=50", "train.patience=0", "train.time_budget_s=0.01")
+    result = train(budget, tiny_data, tmp_path / "budget", progress=False)
+    assert result.epochs_run == 1 and result.stopped_early  # the first validation is past the budget
 
 
 def test_refuses_to_overwrite_a_run_or_resume_nothing(tiny_data, tiny_run, tmp_path):

@@ -23,3 +23,10 @@ def test_two_point_grid_picks_the_best_on_validation(tiny_data, tmp_path, capsys
     for trial in trials:  # each trial is a complete run, trained with its own setting
         assert load_config(f"{trial['run_dir']}/config.yaml").model.mask_probability == float(trial["mask_probability"])
     assert "best: mask_probability=" in capsys.readouterr().out
+
+
+def test_tune_refuses_sasrec_which_has_no_masking(tiny_data, tmp_path, capsys):
+    code = main(["tune", "--data", str(tiny_data), "--output", str(tmp_path), "--quiet", "model.architecture=sasrec"])
+    assert code == 1
+    assert "model.architecture=sasrec has no masking to tune" in capsys.readouterr().err
+    assert not (tmp_path / "trials").exists()

