@@ -85,7 +85,7 @@ bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/resul
 bench-train: $(SETUP)  ## training throughput at length 50 and 200, loaders side by side, time to early stop -> bench/results/train.json
 	$(VENV_PYTHON) bench/bench_train.py --output bench/results/train.json
 
-bench-quality: $(SETUP)  ## MovieLens-100K: defaults, each lever, SASRec vs baselines, 740 s each -> bench/results/quality.json (about 1 h)
+bench-quality: $(SETUP)  ## MovieLens-100K: defaults, each lever, SASRec vs baselines, 740 s each -> bench/results/quality.json (about 70 min)
 	$(VENV_PYTHON) bench/bench_quality.py --output bench/results/quality.json
 
 bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json

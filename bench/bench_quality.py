@@ -36,26 +36,27 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 LEVERS_OFF = [
     "train.window_stride=0",
-    "model.masking=bernoulli",
-    "model.output_transform=false",
-    "model.output_bias=false",
     "model.seen_item_weight=false",
 ]
+REFERENCE_HEAD = ["model.output_transform=true", "model.output_bias=true"]
 VARIANTS: dict[str, list[str]] = {
     "default (bert4rec)": [],
     "sasrec": ["model.architecture=sasrec"],
     "no sliding windows": ["train.window_stride=0"],
     "4 fresh maskings per epoch": ["train.copies_per_epoch=4"],
-    "t4r masking (bernoulli + 1)": ["model.masking=bernoulli"],
-    "no reference head (transform, bias)": ["model.output_transform=false", "model.output_bias=false"],
+    "exact masking": ["model.masking=exact"],
+    "reference head (transform, bias)": REFERENCE_HEAD,
+    "exact masking + reference head": ["model.masking=exact", *REFERENCE_HEAD],
     "no seen-item weight": ["model.seen_item_weight=false"],
     "previous defaults (window 200, levers off)": [
         *LEVERS_OFF,
         "preprocess.max_seq_length=200",
+        "model.mask_probability=0.2",
         "train.learning_rate=0.001",
         "model.hidden_dropout=0.2",
         "model.attention_dropout=0.2",
-        "train.batch_size=128",
+        "train.min_epochs=0",
+        "train.patience=10",
     ],
 }
 PROTOCOLS = ("full", "full_unseen")
@@ -171,7 +172,7 @@ def main() -> None:
     parser.add_argument("--output", help="default bench/results/quality.json (ml-100k), quality-ecommerce.json")
     parser.add_argument("--budget", type=float, help="seconds of training per variant (ml-100k 740, ecommerce 1800)")
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one torch thread each when > 1)")
-    parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    parser.add_argument("--only", nargs="*", help="variant names to run (default: all); their rows replace those in --output")
     args = parser.parse_args()
     description, dataset_variants, budget = DATASETS[args.dataset]
     budget = args.budget or budget
@@ -195,6 +196,11 @@ def main() -> None:
         "budget_seconds": budget,
         "variants": rows,
     }
+    if args.only and output.is_file():
+        # A partial rerun replaces its own rows and keeps the others of the last full run.
+        kept = [row for row in json.loads(output.read_text())["variants"] if row["variant"] not in variants]
+        order = list(dataset_variants)
+        report["variants"] = sorted(kept + rows, key=lambda row: order.index(row["variant"]) if row["variant"] in order else len(order))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2))
     print(markdown(report))

@@ -131,15 +131,15 @@ class ModelConfig:
         maximum=1.0,
     )
     masking: Literal["exact", "bernoulli"] = _field(
-        "exact",
+        "bernoulli",
         "bert4rec: 'exact' masks round(n x mask_probability) of a window's n items (at least one, as "
         "the reference code); 'bernoulli' is T4R's rule (independent draws plus one more per window).",
     )
     max_predictions: int = _field(0, "bert4rec, exact masking: most masked items per window; 0 = no cap.", minimum=0)
     output_transform: bool = _field(
-        True, "Dense + GELU + LayerNorm between the Transformer and the item scores (the BERT4Rec reference head)."
+        False, "Dense + GELU + LayerNorm between the Transformer and the item scores (the BERT4Rec reference head)."
     )
-    output_bias: bool = _field(True, "A learned score bias per item (the BERT4Rec reference head).")
+    output_bias: bool = _field(False, "A learned score bias per item (the BERT4Rec reference head).")
     sampled_softmax: int = _field(
         0,
         "Train against this many sampled items per target instead of the whole catalogue (log-uniform, "

@@ -42,16 +42,17 @@ def test_built_model_has_the_default_settings(schema):
     assert table.num_embeddings == vocabulary_size(schema) and table.embedding_dim == 64
     task = model.heads[0].prediction_task_dict["next-item"]
     assert task.weight_tying and task.item_embedding_table is table  # output layer = item embeddings
-    # the reference head: dense + GELU + LayerNorm, a bias per id; and the seen-item weight
-    dense, activation, norm = task.transform
+    # by default no reference head (measured: no gain), and the seen-item weight
+    assert isinstance(task.transform, torch.nn.Identity) and task.output_bias is None
+    assert task.seen_weight.shape == ()
+
+
+def test_the_reference_head_and_the_seen_weight_follow_the_config(schema):
+    config = ModelConfig(output_transform=True, output_bias=True, seen_item_weight=False)
+    task = build_model(schema, config).heads[0].prediction_task_dict["next-item"]
+    dense, _, norm = task.transform  # dense + GELU + LayerNorm
     assert (dense.in_features, dense.out_features) == (64, 64) and isinstance(norm, torch.nn.LayerNorm)
-    assert task.output_bias.shape == (vocabulary_size(schema),) and task.seen_weight.shape == ()
-
-
-def test_the_reference_head_can_be_switched_off(schema):
-    task = build_model(schema, ModelConfig(output_transform=False, output_bias=False, seen_item_weight=False)).heads[0]
-    task = task.prediction_task_dict["next-item"]
-    assert isinstance(task.transform, torch.nn.Identity) and task.output_bias is None and task.seen_weight is None
+    assert task.output_bias.shape == (vocabulary_size(schema),) and task.seen_weight is None
 
 
 def test_sasrec_is_a_causal_gpt2_with_the_configured_settings(schema):

@@ -104,7 +104,8 @@ def test_evaluation_never_sees_the_target(schema, tiny_data, architecture):
 
 def test_sasrec_training_predicts_every_next_item(schema):
     torch.manual_seed(0)
-    model = build_model(schema, ModelConfig(architecture="sasrec", d_model=32, intermediate_size=64)).train()
+    config = ModelConfig(architecture="sasrec", d_model=32, intermediate_size=64, output_bias=True)
+    model = build_model(schema, config).train()
     batch = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]])
     output = model({"item_id-list": batch}, training=True)
     assert output["labels"].tolist() == [4, 5, 6, 8, 9, 10, 11, 12]
