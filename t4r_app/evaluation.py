@@ -159,7 +159,7 @@ def evaluate_results(
     from t4r_app.baselines import Markov, MostPopular, item_counts
     from t4r_app.model import max_sequence_length, vocabulary_size
     from t4r_app.run_files import load_run, load_schema
-    from t4r_app.sequences_io import preprocess_settings, read_split
+    from t4r_app.sequences_io import read_split
     from t4r_app.train_data import training_histories
 
     run = load_run(run_dir)
@@ -174,7 +174,7 @@ def evaluate_results(
     settings, seed = run.config.evaluate, run.config.seed
     # NDCG@10 is always reported: the comparison and the verdicts read it.
     top_ks = sorted(set(settings.top_ks) | {COMPARED_K})
-    history = training_histories(data_dir, preprocess_settings(data_dir)[1])
+    history = training_histories(data_dir)
     popularity = item_counts(history, vocabulary)
     scorers = {
         "model": model_scorer(run.model, max_sequence_length(run.schema)),

@@ -18,7 +18,6 @@ T4R's own loader over ``DATA_DIR/valid/``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from t4r_app.preprocess import read_parquet_columns
-from t4r_app.sequences_io import ItemSequences, list_sequences
+from t4r_app.sequences_io import ItemSequences, list_sequences, preprocess_settings
 from workflow.list_columns import gather_slices
 from workflow.ops import ITEM_LIST, TIME_LIST
 from workflow.sequences import PADDING_ID
@@ -119,14 +118,15 @@ class WindowLoader(DataLoader):
         self._batch_size = batch_size
 
 
-def training_histories(data_dir: str | Path, min_sequence_length: int) -> ItemSequences:
+def training_histories(data_dir: str | Path) -> ItemSequences:
     """Each sequence's whole training part, uncapped: what the train role may see.
 
     ``train/`` keeps only the most recent window; the full sequences are in ``sequences/``
     and the split rule (with the cut-offs ``preprocess`` recorded) says where training ends.
     """
     data_dir = Path(data_dir)
-    stats = json.loads((data_dir / "stats.json").read_text())
+    # The length filter and cut-offs preprocess used, so the histories match its splits' rows.
+    stats, min_sequence_length = preprocess_settings(data_dir)
     split = stats["split"]
     table = read_parquet_columns(data_dir / "sequences", [ITEM_LIST, TIME_LIST])
     items, times = list_sequences(table[ITEM_LIST]), list_sequences(table[TIME_LIST])

@@ -216,7 +216,7 @@ def train(
 
 
 def training_loader(config: AppConfig, data_dir: Path, max_length: int) -> WindowLoader:
-    histories = training_histories(data_dir, config.preprocess.min_sequence_length)
+    histories = training_histories(data_dir)
     windows = cut_windows(histories, max_length, config.train.window_stride)
     return WindowLoader(WindowDataset(windows, config.train.copies_per_epoch), config.train.batch_size, config.seed)
 

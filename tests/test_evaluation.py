@@ -27,7 +27,7 @@ from t4r_app.metrics import ranking_metrics, target_ranks
 from t4r_app.model import max_sequence_length, vocabulary_size
 from t4r_app.report import baseline_verdicts, verdict_lines
 from t4r_app.run_files import load_run
-from t4r_app.sequences_io import ItemSequences, preprocess_settings, read_split
+from t4r_app.sequences_io import ItemSequences, read_split
 from t4r_app.train_data import training_histories
 from t4r_app.training import training_arguments
 
@@ -133,7 +133,7 @@ def test_comparison_of_identical_and_of_clearly_different_scorers():
 
 def test_baselines_see_the_whole_training_history_never_a_target(tiny_data):
     """tiny_data keeps 20 items per example; the baselines get every sequence's full training part."""
-    history = training_histories(tiny_data, preprocess_settings(tiny_data)[1])
+    history = training_histories(tiny_data)
     window = read_split(tiny_data, "train").items
     assert window.lengths.max() == 20 < history.lengths.max()
     transitions = (np.maximum(history.lengths - 1, 0).sum(), np.maximum(window.lengths - 1, 0).sum())
@@ -147,7 +147,7 @@ def test_baselines_see_the_whole_training_history_never_a_target(tiny_data):
 def test_temporal_history_ends_before_the_validation_cutoff(fixture_dataset, tmp_path):
     out = tmp_path / "out"
     run(fixture_dataset, out, "split.protocol=temporal", "split.valid_cutoff=150", "split.test_cutoff=300", "max_seq_length=3")
-    history = training_histories(out, preprocess_settings(out)[1])
+    history = training_histories(out)
     lookup = movie_of_item(out)
     # user 3's six movies all come before 150 (train/ keeps the last 3); user 7 has one: too short
     assert [[lookup[i] for i in history.row(r)] for r in range(len(history))] == [[30, 31, 32, 33, 34, 35]]

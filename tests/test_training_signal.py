@@ -40,7 +40,7 @@ def test_windows_cover_every_item_and_respect_the_length():
 
 
 def test_training_histories_hold_everything_before_the_validation_target(tiny_data):
-    histories = training_histories(tiny_data, min_sequence_length=5)
+    histories = training_histories(tiny_data)
     valid = read_split(tiny_data, "valid").items
     # leave-one-out: a history is its sequence without the last two items, uncapped by the window
     assert len(histories) == len(valid)
