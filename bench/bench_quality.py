@@ -8,12 +8,16 @@ installed) and goes through the product's own path: ``import`` (sessions cut at 
 gap, shuffled over four shards) -> ``preprocess`` (leave-one-out) -> ``train`` -> ``evaluate``.
 
 Each variant is the shipped ``configs/default.yaml`` with a few overrides: the default itself,
-the default with one lever turned off (an ablation), SASRec, and the defaults this project
-shipped before (all levers off, window 200). Every variant trains under the same time budget
+the default with one lever turned off (an ablation), SASRec, the defaults this project
+shipped before (all levers off, window 200), the two ways to use titles (``model.title_embeddings``)
+and a cold-start run that withholds 10% of the movies from training (``train.withhold_movies``). Every variant trains under the same time budget
 (``--budget``, seconds of training) and keeps its best validation checkpoint. For each: training
 seconds, epoch of the best validation, validation and test NDCG@10 and HR@10 over all movies
 (``full``) and with the session's own movies left out (``full_unseen``), and MostPopular and
-Markov from the same evaluation.
+Markov from the same evaluation; per test slice (``rare``: targets among the least-watched 20%
+of movies, ``cold``: targets never trained on) the same for every scorer, title_popularity
+(popularity by similar titles) included where the run uses titles. ``--title-encoding`` also
+times encoding 40,000 titles.
 
 ``--jobs 2`` trains two variants at a time with one torch thread each (the machine has two
 cores): the same budget then buys each variant one core, not two. Writes JSON (``--output``)
@@ -48,6 +52,12 @@ VARIANTS: dict[str, list[str]] = {
     "reference head (transform, bias)": REFERENCE_HEAD,
     "exact masking + reference head": ["model.masking=exact", *REFERENCE_HEAD],
     "no seen-item weight": ["model.seen_item_weight=false"],
+    "title init": ["model.title_embeddings=init"],
+    "title feature": ["model.title_embeddings=feature"],
+    "cold start: title feature, 10% of movies withheld": ["model.title_embeddings=feature", "train.withhold_movies=0.1"],
+    # A second seed of the default and of title features: how far two runs of one setting differ.
+    "default, seed 2": ["seed=2"],
+    "title feature, seed 2": ["model.title_embeddings=feature", "seed=2"],
     "previous defaults (window 200, levers off)": [
         *LEVERS_OFF,
         "preprocess.max_seq_length=200",
@@ -108,17 +118,23 @@ def prepare_data(dataset: str, work: Path, variants: dict[str, list[str]]) -> di
     return data
 
 
-def run_variant(name: str, overrides: list[str], data: Path, work: Path, budget: float, threads: int) -> dict:
+def run_variant(
+    name: str, overrides: list[str], data: Path, work: Path, budget: float, threads: int, evaluate_only: bool = False
+) -> dict:
     run_dir = work / "runs" / name.split(" (")[0].replace(" ", "-")
-    if run_dir.exists():
-        import shutil
+    wall = None
+    if not evaluate_only:
+        if run_dir.exists():
+            import shutil
 
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    app("train", "--config", str(DEFAULT_CONFIG), "--data", str(data), "--output", str(run_dir), "--quiet",
-        *overrides, f"train.time_budget_s={budget}", threads=threads, log=run_dir.with_suffix(".train.log"))
-    wall = time.perf_counter() - started
+            shutil.rmtree(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        app("train", "--config", str(DEFAULT_CONFIG), "--data", str(data), "--output", str(run_dir), "--quiet",
+            *overrides, f"train.time_budget_s={budget}", threads=threads, log=run_dir.with_suffix(".train.log"))
+        wall = round(time.perf_counter() - started, 1)
+    elif not (run_dir / "model").is_dir():
+        raise SystemExit(f"--evaluate-only: {run_dir} has no trained model; run the variant without it first")
     app("evaluate", "--run", str(run_dir), "--quiet", threads=threads, log=run_dir.with_suffix(".eval.log"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     results = json.loads((run_dir / "eval.json").read_text())
@@ -126,7 +142,7 @@ def run_variant(name: str, overrides: list[str], data: Path, work: Path, budget:
         "variant": name,
         "overrides": overrides,
         "train_seconds": metrics["train_seconds"],
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": wall,
         "epochs_run": metrics["epochs_run"],
         "best_epoch": metrics["best_epoch"],
     }
@@ -138,6 +154,13 @@ def run_variant(name: str, overrides: list[str], data: Path, work: Path, budget:
         name: {f"{split}_{protocol}_{metric}": round(results[split]["baselines"][name][protocol][metric], 4)
                for split in ("valid", "test") for protocol in PROTOCOLS for metric in ("ndcg@10", "hr@10")}
         for name in results["test"]["baselines"]
+    }
+    row["test_slices"] = {
+        slice_name: {"rows": values["rows"], **{
+            scorer: {f"{protocol}_{metric}": round(metrics[protocol][metric], 4)
+                     for protocol in metrics for metric in ("ndcg@10", "hr@10")}
+            for scorer, metrics in values.items() if scorer != "rows"}}
+        for slice_name, values in results["test"].get("slices", {}).items()
     }
     print(f"{name}: test NDCG@10 {row['test_full_ndcg@10']:.4f} all, {row['test_full_unseen_ndcg@10']:.4f} unseen "
           f"({metrics['train_seconds']:.0f} s, best epoch {metrics['best_epoch']:g})", flush=True)
@@ -162,7 +185,38 @@ def markdown(report: dict) -> str:
             f"{values['test_full_ndcg@10']:.4f} / {values['test_full_unseen_ndcg@10']:.4f} | "
             f"{values['test_full_hr@10']:.4f} / {values['test_full_unseen_hr@10']:.4f} |"
         )
+    slice_lines = ["", "| variant | test slice (rows) | scorer | NDCG@10 all / unseen | HR@10 all / unseen | HR@10 among cold |",
+                   "|---|---|---|---|---|---|"]
+    for row in report["variants"]:
+        for slice_name, values in row.get("test_slices", {}).items():
+            for scorer, metrics in values.items():
+                if scorer == "rows":
+                    continue
+                among_cold = f"{metrics['among_cold_hr@10']:.4f}" if "among_cold_hr@10" in metrics else ""
+                slice_lines.append(
+                    f"| {row['variant']} | {slice_name} ({values['rows']}) | {scorer} | "
+                    f"{metrics['full_ndcg@10']:.4f} / {metrics['full_unseen_ndcg@10']:.4f} | "
+                    f"{metrics['full_hr@10']:.4f} / {metrics['full_unseen_hr@10']:.4f} | {among_cold} |"
+                )
+    if len(slice_lines) > 3:
+        lines += slice_lines
+    if "title_encoding" in report:
+        encoding = report["title_encoding"]
+        lines += ["", f"Encoding {encoding['titles']:,} titles: {encoding['seconds']:.1f} s on {encoding['torch_threads']} threads."]
     return "\n".join(lines)
+
+
+def time_title_encoding(count: int = 40_000) -> dict:
+    """Seconds to encode ``count`` distinct generated titles, the encoder's own load included."""
+    import torch
+
+    from t4r_app.synthetic import movie_title
+    from t4r_app.title_vectors import encode_titles
+
+    titles = [movie_title(movie) for movie in range(count)]
+    started = time.perf_counter()
+    encode_titles(titles, progress=False)
+    return {"titles": count, "seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -173,6 +227,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, help="seconds of training per variant (ml-100k 740, ecommerce 1800)")
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one torch thread each when > 1)")
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all); their rows replace those in --output")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="re-evaluate the variants' existing runs (after a change to evaluation) instead of training")
+    parser.add_argument("--title-encoding", action="store_true", help="also time encoding 40,000 titles (alone, all cores)")
     args = parser.parse_args()
     description, dataset_variants, budget = DATASETS[args.dataset]
     budget = args.budget or budget
@@ -183,7 +240,7 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [
-            pool.submit(run_variant, name, overrides, data[window_of(overrides)], work, budget, threads)
+            pool.submit(run_variant, name, overrides, data[window_of(overrides)], work, budget, threads, args.evaluate_only)
             for name, overrides in variants.items()
         ]
         rows = [future.result() for future in futures]
@@ -196,9 +253,18 @@ def main() -> None:
         "budget_seconds": budget,
         "variants": rows,
     }
+    if args.title_encoding:
+        report["title_encoding"] = time_title_encoding()
     if args.only and output.is_file():
         # A partial rerun replaces its own rows and keeps the others of the last full run.
-        kept = [row for row in json.loads(output.read_text())["variants"] if row["variant"] not in variants]
+        previous = json.loads(output.read_text())
+        kept = [row for row in previous["variants"] if row["variant"] not in variants]
+        earlier = {row["variant"]: row for row in previous["variants"]}
+        for row in rows:  # --evaluate-only keeps the training run's wall time
+            if row["wall_seconds"] is None and row["variant"] in earlier:
+                row["wall_seconds"] = earlier[row["variant"]].get("wall_seconds")
+        if "title_encoding" in previous:
+            report.setdefault("title_encoding", previous["title_encoding"])
         order = list(dataset_variants)
         report["variants"] = sorted(kept + rows, key=lambda row: order.index(row["variant"]) if row["variant"] in order else len(order))
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,7 @@ def loader_comparison(data_dir: Path, max_length: int, steps: int = 12) -> dict:
 
     from t4r_app.model import build_model, item_schema
     from t4r_app.run_files import load_schema
+    from t4r_app.train_data import training_histories
     from t4r_app.training import training_loader
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
@@ -90,7 +91,7 @@ def loader_comparison(data_dir: Path, max_length: int, steps: int = 12) -> dict:
     merlin = T4RecDataLoader.parse("merlin").from_schema(
         schema, str(data_dir / "train"), config.train.batch_size, max_sequence_length=max_length, shuffle=True
     )
-    loaders = {"merlin_padded_to_window": merlin, "windows_padded_per_batch": training_loader(config, data_dir, max_length)}
+    loaders = {"merlin_padded_to_window": merlin, "windows_padded_per_batch": training_loader(config, training_histories(data_dir), max_length)}
     torch.manual_seed(0)
     model = build_model(schema, config.model).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
@@ -123,6 +124,7 @@ def profile_step(data_dir: Path, max_length: int, steps: int = 4, top: int = 10)
 
     from t4r_app.model import build_model, item_schema
     from t4r_app.run_files import load_schema
+    from t4r_app.train_data import training_histories
     from t4r_app.training import training_loader
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
@@ -130,7 +132,7 @@ def profile_step(data_dir: Path, max_length: int, steps: int = 4, top: int = 10)
     torch.manual_seed(0)
     model = build_model(schema, config.model).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate)
-    batches = [batch for _, batch in zip(range(steps + 1), training_loader(config, data_dir, max_length))]
+    batches = [batch for _, batch in zip(range(steps + 1), training_loader(config, training_histories(data_dir), max_length))]
 
     def step(inputs):
         model(inputs, training=True)["loss"].backward()

@@ -3,6 +3,9 @@
 * MostPopular: every session gets the movies ranked by training interactions.
 * Markov: first-order next-movie transition counts from consecutive training items,
   with popularity as a tiny tie-breaker (and as the whole answer after an unseen movie).
+* TitlePopularity (when the run uses titles): MostPopular, where a movie without training
+  interactions gets the mean popularity of the movies with the most similar titles: the
+  simplest answer to cold start that titles allow.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from t4r_app.sequences_io import ItemSequences
+from t4r_app.title_vectors import TitleVectors
 
 TIE_BREAK = 1e-6
 
@@ -54,3 +58,20 @@ class Markov:
             last = sessions.values[sessions.offsets[indices[nonempty] + 1] - 1]
             scores[nonempty] += self.transitions[last].toarray()
         return scores
+
+
+class TitlePopularity(MostPopular):
+    name = "title_popularity"
+    chunk = 1024  # cold movies compared at a time: bounds the similarity block's memory
+
+    def __init__(self, train: ItemSequences, vocabulary: int, titles: TitleVectors, neighbours: int = 10):
+        super().__init__(train, vocabulary)
+        counts = item_counts(train, vocabulary)
+        cold = np.flatnonzero((counts == 0) & titles.has_title)
+        warm = np.flatnonzero((counts > 0) & titles.has_title)
+        k = min(neighbours, len(warm))
+        for start in range(0, len(cold) if k else 0, self.chunk):
+            rows = cold[start : start + self.chunk]
+            similarity = titles.vectors[rows] @ titles.vectors[warm].T
+            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            self.scores[rows] = self.scores[warm][nearest].mean(axis=1)

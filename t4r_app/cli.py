@@ -126,12 +126,14 @@ def _run_config(args: argparse.Namespace) -> str | None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from t4r_app.evaluation import evaluate_run
-    from t4r_app.report import REPORT_FILE, SPLIT_TITLES, comparison_table, report_table, verdict_lines
+    from t4r_app.report import REPORT_FILE, SPLIT_TITLES, comparison_table, report_table, slices_table, verdict_lines
 
     results = evaluate_run(args.run, data_dir=args.data, progress=not args.quiet)
     for split, title in SPLIT_TITLES.items():
         print(f"\n{title} ({results[split]['model']['full']['count']:,} sequences)\n{report_table(results, split)}")
         print(f"\n{comparison_table(results, split)}")
+        if slices := slices_table(results, split):
+            print(f"\n{slices}")
     print("\n" + "\n".join(verdict_lines(results, "valid")))
     print(f"\nwrote {Path(args.run) / 'eval.json'} and {Path(args.run) / REPORT_FILE}")
     return 0
@@ -446,7 +448,8 @@ examples:
             "Train BERT4Rec (masked-item modelling) on DATA_DIR/train, validating on DATA_DIR/valid every "
             "epoch; stops early when validation NDCG@10 stops improving and keeps the best model. Uses the "
             "GPU when there is one. Writes RUN_DIR/{model/, config.yaml, metrics.json, training_log.csv, "
-            "training_curves.png, checkpoints/}."
+            "training_curves.png, checkpoints/}. model.title_embeddings=init|feature also reads the movies' "
+            "titles (all-MiniLM-L6-v2 vectors, encoded once and cached as DATA_DIR/title_vectors.npz)."
         ),
     )
     train.add_argument("--data", required=True, help="DATA_DIR written by `t4r-app preprocess`")

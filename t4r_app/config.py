@@ -151,6 +151,14 @@ class ModelConfig:
         "Learn one weight added to the score of movies already in the session: strongly negative on "
         "data without repeats (MovieLens), positive where people re-watch.",
     )
+    title_embeddings: Literal["off", "init", "feature"] = _field(
+        "off",
+        "Use the movies' titles (all-MiniLM-L6-v2 vectors, cached in the data dir). off: ids only. "
+        "init: start the item embeddings (and so the tied output layer) from the titles projected to "
+        "d_model. feature: every item is its id embedding plus a learned projection of its title, in "
+        "the input and the scores, so movies with few or no training sessions (even ones only in the "
+        "titles file) are scored by their title.",
+    )
 
 
 @dataclass
@@ -187,6 +195,13 @@ class TrainConfig:
         1,
         "Feed every training window this many times per epoch, masked afresh each time (BERT4Rec's dupe_factor).",
         minimum=1,
+    )
+    withhold_movies: float = _field(
+        0.0,
+        "Share of movies (drawn with the seed) whose interactions are removed from training, to measure "
+        "cold start: they stay in validation and test, where evaluation reports them as cold targets.",
+        minimum=0.0,
+        maximum=0.9,
     )
     eval_every_epochs: int = _field(1, "Evaluate on validation (and checkpoint) every this many epochs.", minimum=1)
     keep_checkpoints: int = _field(2, "Checkpoints kept on disk (the best one is always kept).", minimum=1)
@@ -247,6 +262,11 @@ class AppConfig:
             raise ConfigError("set dask.scheduler_address or dask.n_workers, not both")
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.n_heads ({self.model.n_heads}) must divide model.d_model ({self.model.d_model})")
+        if self.model.title_embeddings == "feature" and self.model.sampled_softmax:
+            raise ConfigError(
+                "model.title_embeddings=feature needs the full softmax (every item's title in the scores): "
+                "set model.sampled_softmax=0 or use title_embeddings=init"
+            )
         if not self.evaluate.top_ks or min(self.evaluate.top_ks) < 1:
             raise ConfigError("evaluate.top_ks must list cut-offs of at least 1")
         for value in self.tune.mask_probabilities:
@@ -288,6 +308,8 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
         return [_coerce(item, element, f"{path}[{index}]") for index, item in enumerate(value)]
     if origin is Literal:
         allowed = typing.get_args(annotation)
+        if isinstance(value, bool) and "off" in allowed:
+            value = "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
         if value not in allowed:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, allowed))}")
         return value

@@ -13,7 +13,12 @@ Every scorer is ranked three ways from one scoring pass:
   a fixed seed, so every scorer meets the same negatives.
 
 The model's NDCG@10 is compared with each baseline's on the same rows by a paired bootstrap
-(``comparison`` in eval.json). The baselines are fitted on each sequence's whole training
+(``comparison`` in eval.json). ``slices`` repeats the metrics for two groups of targets:
+``rare``, the least-watched 20% of the movies with training interactions, and ``cold``,
+movies with none (seen only in validation or test, or withheld by ``train.withhold_movies``).
+Over all movies a cold target has to beat every trained one, which no scorer here does, so
+the cold slice also ranks it ``among_cold``: among the untrained movies only, the session's
+own left out (a "new arrivals" shelf). The baselines are fitted on each sequence's whole training
 part (``train_data.training_histories``), not on the model's window of it in ``train/``.
 The target is never given to a scorer: inputs are the sequences without their last item.
 """
@@ -33,9 +38,11 @@ from t4r_app.sequences_io import ItemSequences
 from workflow.sequences import FIRST_MOVIE_ID
 
 PROTOCOLS = ("full", "full_unseen", "sampled")
+AMONG_COLD = "among_cold"  # the cold slice only: the target among the movies without training interactions
 COMPARED_PROTOCOLS = ("full", "full_unseen")  # the bootstrap compares the full rankings only
 COMPARED_K = 10
 BOOTSTRAP_RESAMPLES = 1000
+RARE_SHARE = 0.2
 
 Scorer = Callable[[ItemSequences, slice], np.ndarray]
 """Scores over item ids for ``sessions`` rows in ``rows``; shape (rows, vocabulary)."""
@@ -89,9 +96,12 @@ def make_eval_set(name: str, sequences: ItemSequences, popularity: np.ndarray, c
     return EvalSet(name, inputs, targets, sample_negatives(inputs, targets, popularity, count, seed))
 
 
-def scorer_ranks(scorer: Scorer, eval_set: EvalSet, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """The target's rank in every row under each protocol, from one scoring pass."""
-    ranks: dict[str, list[np.ndarray]] = {protocol: [] for protocol in PROTOCOLS}
+def scorer_ranks(
+    scorer: Scorer, eval_set: EvalSet, batch_size: int = 512, cold: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The target's rank in every row under each protocol, from one scoring pass; with ``cold``
+    (a mask over item ids) also AMONG_COLD, meaningful in the rows whose target is cold."""
+    ranks: dict[str, list[np.ndarray]] = {protocol: [] for protocol in PROTOCOLS + ((AMONG_COLD,) if cold is not None else ())}
     not_movies = None
     for start in range(0, len(eval_set.targets), batch_size):
         rows = slice(start, min(start + batch_size, len(eval_set.targets)))
@@ -106,6 +116,9 @@ def scorer_ranks(scorer: Scorer, eval_set: EvalSet, batch_size: int = 512) -> di
         # In place: the scores are this batch's own copy and nothing reads them afterwards.
         scores[eval_set.inputs.cells(rows.start, rows.stop)] = EXCLUDED
         ranks["full_unseen"].append(target_ranks(scores, targets))
+        if cold is not None:
+            scores[:, ~cold] = EXCLUDED
+            ranks[AMONG_COLD].append(target_ranks(scores, targets))
     return {protocol: np.concatenate(parts) for protocol, parts in ranks.items()}
 
 
@@ -134,6 +147,23 @@ def compare_ranks(
     return comparison
 
 
+def target_slices(targets: np.ndarray, training_counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean row masks: ``rare`` targets (least-watched RARE_SHARE of trained movies) and ``cold`` ones (never trained)."""
+    movies = movie_ids(len(training_counts))
+    trained = movies[training_counts[movies] > 0]
+    # By count, then id: exactly RARE_SHARE of the trained movies, however many share a count.
+    by_count = trained[np.lexsort((trained, training_counts[trained]))]
+    rare = by_count[: int(round(RARE_SHARE * len(trained)))]
+    return {"rare": np.isin(targets, rare), "cold": training_counts[targets] == 0}
+
+
+def slice_metrics(
+    ranks: dict[str, dict[str, np.ndarray]], rows: np.ndarray, top_ks: list[int], protocols: tuple[str, ...]
+) -> dict:
+    """Every scorer's metrics on the ``rows`` of one slice, for ``protocols``."""
+    return {name: ranks_metrics({p: by_protocol[p][rows] for p in protocols}, top_ks) for name, by_protocol in ranks.items()}
+
+
 def model_scorer(model, max_length: int) -> Scorer:
     from t4r_app.scoring import score_batch
 
@@ -156,10 +186,12 @@ def evaluate_results(
     """
     from tqdm.auto import tqdm
 
-    from t4r_app.baselines import Markov, MostPopular, item_counts
+    from t4r_app.baselines import Markov, MostPopular, TitlePopularity, item_counts
+    from t4r_app.item_features import withheld_movies
     from t4r_app.model import max_sequence_length, vocabulary_size
     from t4r_app.run_files import load_run, load_schema
     from t4r_app.sequences_io import read_split
+    from t4r_app.title_vectors import load_title_vectors
     from t4r_app.train_data import training_histories
 
     run = load_run(run_dir)
@@ -174,13 +206,18 @@ def evaluate_results(
     settings, seed = run.config.evaluate, run.config.seed
     # NDCG@10 is always reported: the comparison and the verdicts read it.
     top_ks = sorted(set(settings.top_ks) | {COMPARED_K})
-    history = training_histories(data_dir)
+    history = training_histories(data_dir, withheld_movies(data_dir, run.config.train.withhold_movies, seed))
     popularity = item_counts(history, vocabulary)
+    cold = np.zeros(vocabulary, dtype=bool)
+    cold[movie_ids(vocabulary)] = popularity[movie_ids(vocabulary)] == 0
     scorers = {
         "model": model_scorer(run.model, max_sequence_length(run.schema)),
         MostPopular.name: MostPopular(history, vocabulary).score,
         Markov.name: Markov(history, vocabulary).score,
     }
+    if run.config.model.title_embeddings != "off":
+        titles = load_title_vectors(data_dir, vocabulary, progress=False)
+        scorers[TitlePopularity.name] = TitlePopularity(history, vocabulary, titles).score
     results: dict = {}
     with tqdm(total=len(splits) * len(scorers), desc="evaluate", unit="scorer", disable=not progress) as bar:
         for split in splits:
@@ -188,13 +225,19 @@ def evaluate_results(
             ranks = {}
             for name, scorer in scorers.items():
                 bar.set_postfix_str(f"{split}/{name}")
-                ranks[name] = scorer_ranks(scorer, eval_set)
+                ranks[name] = scorer_ranks(scorer, eval_set, cold=cold)
                 bar.update()
+            slices = {}
+            for name, rows in target_slices(eval_set.targets, popularity).items():
+                protocols = PROTOCOLS + ((AMONG_COLD,) if name == "cold" else ())
+                slices[name] = {"rows": int(rows.sum()), **(slice_metrics(ranks, rows, top_ks, protocols) if rows.any() else {})}
+            ranks = {name: {p: by_protocol[p] for p in PROTOCOLS} for name, by_protocol in ranks.items()}
             model = ranks.pop("model")
             results[split] = {
                 "model": ranks_metrics(model, top_ks),
                 "baselines": {name: ranks_metrics(r, top_ks) for name, r in ranks.items()},
                 "comparison": {name: compare_ranks(model, r, seed=seed) for name, r in ranks.items()},
+                "slices": slices,
             }
     results["settings"] = {
         "top_ks": top_ks,
@@ -203,6 +246,10 @@ def evaluate_results(
         "seed": seed,
         "bootstrap": {"metric": f"ndcg@{COMPARED_K}", "resamples": BOOTSTRAP_RESAMPLES, "seed": seed, "level": 0.95},
         "baselines_fitted_on": "each sequence's whole training part (no window)",
+        "slices": {
+            "rare": f"targets among the least-watched {RARE_SHARE:.0%} of trained movies",
+            "cold": f"targets without training interactions; {AMONG_COLD}: ranked among the {int(cold.sum())} such movies",
+        },
         "data_dir": str(data_dir),
     }
     return results

@@ -33,9 +33,10 @@ import nvtabular as nvt
 from nvtabular import ops
 from t4r_app.errors import ExportError, RunError
 from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.recommender import ItemCatalogue, run_exclude_seen
+from t4r_app.recommender import ItemCatalogue, run_exclude_seen, run_scorable
 from t4r_app.run_files import ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, LoadedRun, load_run
 from t4r_app.serving_ops import EXCLUDE_SEEN_PARAMETER, REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
+from t4r_app.title_embedding import TitledItemEmbedding
 from workflow.ops import ITEM_LIST
 from workflow.sequences import RAW_MOVIE
 
@@ -87,7 +88,11 @@ def serving_workflow(etl_dir: Path) -> nvt.Workflow:
 
 
 def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModule:
+    """Trace ``model`` (changed in place: title features are baked into a projected matrix first)."""
     model.eval()
+    for module in model.modules():
+        if isinstance(module, TitledItemEmbedding):
+            module.bake()
     example = torch.zeros((2, max_length - 1), dtype=torch.long)
     example[:, :3] = torch.tensor([3, 4, 5])
     with torch.no_grad():
@@ -97,7 +102,7 @@ def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModu
 def build_ensemble(run: LoadedRun, top_k: int, exclude_seen: bool = False) -> Ensemble:
     max_length = max_sequence_length(run.schema)
     mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
-    catalogue = ItemCatalogue.from_mapping(mapping, vocabulary_size(run.schema))
+    catalogue = ItemCatalogue.from_mapping(mapping, vocabulary_size(run.schema), run_scorable(run))
     workflow = serving_workflow(etl_workflow_dir(run))
     predict = PredictTopK(
         traced_model=trace_model(run.model, max_length),
@@ -106,6 +111,7 @@ def build_ensemble(run: LoadedRun, top_k: int, exclude_seen: bool = False) -> En
         max_length=max_length,
         top_k=top_k,
         exclude_seen=exclude_seen,
+        scorable=catalogue.scorable,
     )
     graph = [REQUEST_COLUMN] >> ServingWorkflow(workflow) >> predict
     return Ensemble(graph, request_schema())

@@ -13,6 +13,10 @@ On top of ``NextItemPredictionTask`` (hidden state times the item embedding tabl
   data with re-watching it learns a positive one. Without it a transformer with tied
   embeddings ranks the session's own movies first, since its hidden state resembles them.
 
+With title features the item matrix is ``TitledItemEmbedding.vectors()`` (ids plus projected
+titles) instead of the id table; items the model may not recommend (``item_features.scorable``)
+score -inf.
+
 "Already holds" means what the model may see for that prediction: for a masked position of
 BERT4Rec, the window's unmasked items; for SASRec's position j, items 0..j; at inference,
 the whole session. The target itself is never counted (it is masked, or in the future).
@@ -24,6 +28,8 @@ import torch
 import transformers4rec.torch as tr
 from transformers4rec.torch.masking import MaskedLanguageModeling
 
+from t4r_app.title_embedding import item_vectors
+
 
 class NextItemHead(tr.NextItemPredictionTask):
     def __init__(
@@ -34,6 +40,7 @@ class NextItemHead(tr.NextItemPredictionTask):
         bias: bool,
         seen_item_weight: bool,
         layer_norm_eps: float = 1e-12,
+        scorable=None,
         **kwargs,
     ):
         super().__init__(weight_tying=True, target_dim=vocabulary, **kwargs)
@@ -42,6 +49,9 @@ class NextItemHead(tr.NextItemPredictionTask):
         self.transform = torch.nn.Sequential(dense, torch.nn.GELU(), norm) if transform else torch.nn.Identity()
         self.output_bias = torch.nn.Parameter(torch.zeros(vocabulary)) if bias else None
         self.seen_weight = torch.nn.Parameter(torch.zeros(())) if seen_item_weight else None
+        # Items that may never be recommended (item_features.scorable) score -inf, in training too.
+        unscorable = None if scorable is None else ~torch.as_tensor(scorable, dtype=torch.bool)
+        self.register_buffer("unscorable", unscorable if unscorable is not None and unscorable.any() else None, persistent=False)
 
     def forward(self, inputs, targets=None, training=False, testing=False, top_k=None, **kwargs):
         if isinstance(inputs, (tuple, list)):
@@ -80,7 +90,7 @@ class NextItemHead(tr.NextItemPredictionTask):
 
         ``visible`` None means causal: every non-padding item at or before the position counts.
         """
-        logits = self.transform(hidden) @ self.item_embedding_table.weight.t()
+        logits = self.transform(hidden) @ item_vectors(self.item_embedding_table).t()
         if self.output_bias is not None:
             logits = logits + self.output_bias
         if self.seen_weight is not None:
@@ -88,6 +98,8 @@ class NextItemHead(tr.NextItemPredictionTask):
                 visible = item_ids != self.padding_idx
             seen = seen_items(item_ids, visible, rows, cutoff, logits.size(1), self.padding_idx)
             logits = torch.where(seen, logits + self.seen_weight, logits)
+        if self.unscorable is not None:
+            logits = logits.masked_fill(self.unscorable, float("-inf"))
         return logits
 
 

@@ -16,7 +16,9 @@ from transformers4rec.torch.ranking_metric import NDCGAt, RecallAt
 
 from t4r_app.config import ModelConfig
 from t4r_app.head import NextItemHead
+from t4r_app.item_features import ItemFeatures
 from t4r_app.masking import Bert4RecMasking
+from t4r_app.title_embedding import TitledItemEmbedding, initialise_from_titles
 from workflow.ops import ITEM_LIST
 from workflow.sequences import PADDING_ID
 
@@ -86,8 +88,27 @@ def sequence_masking(model: ModelConfig) -> MaskSequence:
     )
 
 
-def build_model(schema: Schema, model: ModelConfig, top_ks: list[int] | None = None) -> tr.Model:
-    """Item embeddings -> Transformer (bidirectional BERT or causal GPT-2) -> tied full-softmax head."""
+def _use_titles(inputs: tr.TabularSequenceFeatures, model: ModelConfig, features: ItemFeatures | None) -> None:
+    """Put the titles into the item table (model.title_embeddings); before the head ties itself to it."""
+    if model.title_embeddings == "off" or features is None or features.titles is None:
+        return
+    tables = inputs.to_merge["categorical_module"].embedding_tables
+    if model.title_embeddings == "init":
+        initialise_from_titles(tables[ITEM_LIST].weight, features.titles)
+    else:
+        tables[ITEM_LIST] = TitledItemEmbedding(tables[ITEM_LIST], features.titles, features.trained)
+
+
+def build_model(
+    schema: Schema, model: ModelConfig, top_ks: list[int] | None = None, features: ItemFeatures | None = None
+) -> tr.Model:
+    """Item embeddings -> Transformer (bidirectional BERT or causal GPT-2) -> tied full-softmax head.
+
+    ``features`` (item_features) adds the titles and the items that may not be recommended;
+    without them (runs from before titles) every id is scored.
+    """
+    if model.title_embeddings == "feature" and (features is None or features.titles is None):
+        raise ValueError("model.title_embeddings=feature needs the items' title vectors (ItemFeatures.titles)")
     items = item_schema(schema)
     max_length = max_sequence_length(items)
     masking = sequence_masking(model)
@@ -98,6 +119,7 @@ def build_model(schema: Schema, model: ModelConfig, top_ks: list[int] | None = N
         masking=masking,
         embedding_dim_default=model.d_model,
     )
+    _use_titles(inputs, model, features)
     config = gpt2_config(model, max_length) if model.architecture == "sasrec" else bert_config(model, max_length)
     body = tr.SequentialBlock(inputs, tr.TransformerBlock(config, masking=masking))
     ks = sorted(set(top_ks or []) | {MONITOR_K})
@@ -111,5 +133,6 @@ def build_model(schema: Schema, model: ModelConfig, top_ks: list[int] | None = N
         sampled_softmax=model.sampled_softmax > 0,
         max_n_samples=model.sampled_softmax or 100,
         metrics=[NDCGAt(top_ks=ks, labels_onehot=True), RecallAt(top_ks=ks, labels_onehot=True)],
+        scorable=None if features is None else features.scorable,
     )
     return tr.Model(tr.Head(body, task, inputs=inputs))

@@ -7,7 +7,8 @@ Outputs under DATA_DIR::
     categories/        Categorify's fitted vocabulary, which the schemas point to
     workflow/          the fitted NVTabular workflow (reloadable with nvt.Workflow.load)
     train/ valid/ test/  the examples of the split protocol, with the merlin schema
-    item_mapping.parquet  item_id <-> movie_index <-> title, with interaction counts
+    item_mapping.parquet  item_id <-> movie_index <-> title, with interaction counts; movies
+                       only in the titles file come last, with 0 interactions
     stats.json         counts that reconcile from records read to examples written
     config.yaml        the resolved configuration of this run
 """
@@ -138,6 +139,33 @@ def _write_item_mapping(workflow_dir: Path, titles: dict[int, str] | None, outpu
     return mapping
 
 
+def _add_title_only_movies(workflow, output: Path, titles: dict[int, str] | None, input_schema) -> int:
+    """Give movies that are in the titles file but in no record an item id, after the watched ones.
+
+    Categorify fitted the watched movies (ids by popularity, as always); the others join its
+    vocabulary with zero interactions, so a model with title features can recommend them and
+    sessions may hold them. Placeholder titles ("unknown") describe nothing and stay out.
+    Returns how many joined.
+    """
+    from t4r_app.title_vectors import is_placeholder
+
+    path = output / "categories" / f"unique.{RAW_MOVIE}.parquet"
+    fitted = pd.read_parquet(path)
+    watched = set(fitted[RAW_MOVIE].tolist())
+    extra = sorted(movie for movie, title in (titles or {}).items() if movie not in watched and not is_placeholder(title))
+    if not extra:
+        return 0
+    start = int(fitted.index.max()) + 1 if len(fitted) else FIRST_MOVIE_ID
+    added = pd.DataFrame(
+        {RAW_MOVIE: np.asarray(extra, dtype=fitted[RAW_MOVIE].dtype), f"{RAW_MOVIE}_size": 0},
+        index=pd.RangeIndex(start, start + len(extra)),
+    )
+    pd.concat([fitted, added]).to_parquet(path)
+    # Categorify reads its vocabulary size from this file when the schema is built: rebuild it.
+    workflow.graph.construct_schema(input_schema, preserve_dtypes=True)
+    return len(extra)
+
+
 def _partitions(config: AppConfig, interactions: int) -> int:
     return config.preprocess.partitions or max(1, -(-interactions // ROWS_PER_PARTITION))
 
@@ -174,6 +202,7 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
             config.preprocess.sequence_by, config.preprocess.drop_consecutive_duplicates, output
         )
         sequence_workflow.fit(interactions)
+        title_only = _add_title_only_movies(sequence_workflow, output, titles, interactions.schema)
         stages.update()
         stages.set_postfix_str("group sequences")
         by_key = interactions.shuffle_by_keys([sequence_key(config.preprocess.sequence_by)], npartitions=partitions)
@@ -203,6 +232,7 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
 
     mapping = _write_item_mapping(workflow_dir, titles, output / "item_mapping.parquet")
     stats = _collect_stats(config, read_stats, mapping, output, source.description, (valid_cutoff, test_cutoff))
+    stats["items_titles_only"] = title_only
     timings["total"] = time.perf_counter() - started
     stats["timings_s"] = {name: round(seconds, 3) for name, seconds in timings.items()}
     (output / "stats.json").write_text(json.dumps(stats, indent=2))
@@ -254,6 +284,11 @@ def _collect_stats(config, read_stats, mapping, output: Path, description: str, 
     return stats
 
 
+def _titles_only_note(stats: dict) -> str:
+    count = stats.get("items_titles_only", 0)
+    return f", {count:,} of them only in the titles file," if count else ""
+
+
 def format_summary(stats: dict) -> str:
     """The one-screen summary printed at the end of ``preprocess``."""
     rejected = ", ".join(f"{k}: {v}" for k, v in stats["records_rejected"].items()) or "none"
@@ -270,7 +305,8 @@ def format_summary(stats: dict) -> str:
         f"{dropped['short_sequences']:,} in {stats['sequences_dropped_short']:,} short sequences)",
         f"repeats         {stats['repeats']['interactions']:,} interactions ({stats['repeats']['share']:.2%}) repeat a "
         "movie earlier in their sequence",
-        f"users / items   {stats['users']:,} users, {stats['items']:,} movies "
+        f"users / items   {stats['users']:,} users, {stats['items']:,} movies"
+        f"{_titles_only_note(stats)} "
         f"(item ids {ids['first_movie']}..{ids['last_movie']}, padding {ids['padding']}, mask {ids['mask']})",
         f"protocol        {stats['split']['protocol']}",
         "split      sequences  interactions  length min / median / max",

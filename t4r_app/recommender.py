@@ -28,10 +28,9 @@ import pandas as pd
 from t4r_app.evaluation import movie_ids
 from t4r_app.metrics import EXCLUDED
 from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR, LoadedRun
+from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR, LoadedRun, known_movies
 from t4r_app.scoring import score_batch
 from t4r_app.sequences_io import ItemSequences
-from workflow.sequences import FIRST_MOVIE_ID
 
 FALLBACK = "most_popular"
 LogitsFunction = Callable[[np.ndarray], np.ndarray]
@@ -45,9 +44,10 @@ class ItemCatalogue:
     movie_of_item: np.ndarray
     title_of_item: np.ndarray
     popularity: np.ndarray  # share of training interactions per item id
+    scorable: np.ndarray | None = None  # the model's item_features.scorable; None: every movie
 
     @classmethod
-    def from_mapping(cls, mapping: pd.DataFrame, vocabulary: int) -> "ItemCatalogue":
+    def from_mapping(cls, mapping: pd.DataFrame, vocabulary: int, scorable: np.ndarray | None = None) -> "ItemCatalogue":
         items = mapping["item_id"].to_numpy()
         movie_of_item = np.full(vocabulary, -1, dtype=np.int64)
         movie_of_item[items] = mapping["movie_index"].to_numpy()
@@ -55,19 +55,30 @@ class ItemCatalogue:
         title_of_item[items] = mapping["title"].fillna("").to_numpy()
         popularity = np.zeros(vocabulary)
         popularity[items] = mapping["interactions"].to_numpy()
-        return cls(movie_of_item, title_of_item, popularity / max(popularity.sum(), 1.0))
+        return cls(movie_of_item, title_of_item, popularity / max(popularity.sum(), 1.0), scorable)
 
 
 class TopKScorer:
     """Encoded sessions in, top-k (item ids, scores, fallback flags) out."""
 
-    def __init__(self, logits: LogitsFunction, max_length: int, popularity: np.ndarray, batch_size: int = 256):
+    def __init__(
+        self,
+        logits: LogitsFunction,
+        max_length: int,
+        popularity: np.ndarray,
+        scorable: np.ndarray | None = None,
+        batch_size: int = 256,
+    ):
         self.logits = logits
         self.max_length = max_length
         self.popularity = popularity
-        self.movies = movie_ids(len(popularity))
+        # A movie the model may not score (only in the titles file, without title features)
+        # is neither recommended nor read from a session: as if the catalogue did not hold it.
         self.is_movie = np.zeros(len(popularity), dtype=bool)
-        self.is_movie[self.movies] = True
+        self.is_movie[movie_ids(len(popularity))] = True
+        if scorable is not None:
+            self.is_movie &= scorable
+        self.movies = np.flatnonzero(self.is_movie)
         self.batch_size = batch_size
 
     def top_k(
@@ -77,7 +88,7 @@ class TopKScorer:
         leaves fewer movies than that; and whether the session was answered by popularity."""
         # Ids below the first movie are padding, null or out-of-vocabulary: not movies.
         sessions = [np.asarray(items, dtype=np.int64) for items in sessions]
-        sessions = [items[items >= FIRST_MOVIE_ID] for items in sessions]
+        sessions = [items[self.is_movie[np.clip(items, 0, len(self.is_movie) - 1)]] for items in sessions]
         known = np.array([index for index, items in enumerate(sessions) if len(items)], dtype=np.int64)
         scores = np.tile(self.popularity, (len(sessions), 1))
         if len(known):
@@ -95,6 +106,11 @@ class TopKScorer:
         fallback = np.ones(len(sessions), dtype=bool)
         fallback[known] = False
         return [o[a] for o, a in zip(order, allowed)], [b[a] for b, a in zip(best, allowed)], fallback
+
+
+def run_scorable(run: LoadedRun) -> np.ndarray | None:
+    """Which item ids the run's model may recommend; None (every movie) for runs from before titles."""
+    return None if run.features is None else run.features.scorable
 
 
 def run_exclude_seen(run: LoadedRun) -> bool:
@@ -134,12 +150,18 @@ class Recommender:
     def __init__(self, run: LoadedRun):
         vocabulary = vocabulary_size(run.schema)
         mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
+        self.catalogue = ItemCatalogue.from_mapping(mapping, vocabulary, run_scorable(run))
+        mapping = known_movies(run.run_dir)
         self.item_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["item_id"].tolist()))
         self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
-        self.catalogue = ItemCatalogue.from_mapping(mapping, vocabulary)
         self.exclude_seen = run_exclude_seen(run)
         model = run.model
-        self.scorer = TopKScorer(lambda batch: score_batch(model, batch), max_sequence_length(run.schema), self.catalogue.popularity)
+        self.scorer = TopKScorer(
+            lambda batch: score_batch(model, batch),
+            max_sequence_length(run.schema),
+            self.catalogue.popularity,
+            self.catalogue.scorable,
+        )
 
     def encode(self, movies: list[int]) -> tuple[list[int], list[int]]:
         """(item ids of the known movies, the unknown movie ids), order kept."""

@@ -6,7 +6,13 @@ from pathlib import Path
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "eval_plot.png"
-SCORER_LABELS = {"model": "BERT4Rec", "most_popular": "MostPopular", "markov": "Markov (1st order)"}
+SCORER_LABELS = {
+    "model": "BERT4Rec",
+    "most_popular": "MostPopular",
+    "markov": "Markov (1st order)",
+    "title_popularity": "popularity by similar titles",
+}
+SLICE_TITLES = {"rare": "rare targets (least-watched 20% of trained movies)", "cold": "cold targets (no training interactions)"}
 SPLIT_TITLES = {"valid": "validation", "test": "test"}
 # How each ranking is named in tables and in the verdict sentences.
 RANKINGS = {"full": "over all movies", "full_unseen": "with the session's own movies left out"}
@@ -51,6 +57,22 @@ def comparison_table(results: dict, split: str) -> str:
             difference = comparison[f"{VERDICT_METRIC}_difference"]
             rows.append([SCORER_LABELS.get(name, name), RANKINGS[protocol], f"{difference:+.4f}", f"[{low:+.4f}, {high:+.4f}]"])
     return _markdown(["baseline", "ranking", "BERT4Rec minus baseline, NDCG@10", "95% interval"], rows)
+
+
+def slices_table(results: dict, split: str) -> str:
+    """NDCG@10 and HR@10 of every scorer on the rare and the cold targets; empty when there are none."""
+    columns = [(protocol, metric) for protocol in RANKINGS for metric in ("ndcg@10", "hr@10")] + [("among_cold", "hr@10")]
+    rows = []
+    for name, values in results[split].get("slices", {}).items():
+        for scorer, metrics in values.items():
+            if scorer == "rows":
+                continue
+            cells = [f"{metrics[p][m]:.4f}" if p in metrics else "" for p, m in columns]
+            rows.append([f"{SLICE_TITLES.get(name, name)}: {values['rows']:,}", SCORER_LABELS.get(scorer, scorer), *cells])
+    if not rows:
+        return ""
+    header = [f"{m.upper()} {RANKINGS.get(p, 'among the cold movies')}" for p, m in columns]
+    return _markdown(["targets", "scorer", *header], rows)
 
 
 def baseline_verdicts(results: dict, split: str = "valid") -> list[str]:
@@ -105,6 +127,8 @@ def write_report(results: dict, run_dir: Path) -> Path:
             "",
             comparison_table(results, split),
         ]
+        if slices := slices_table(results, split):
+            parts += ["", slices]
     parts += ["", f"![NDCG@10 and HR@10]({PLOT_FILE})", ""]
     path = Path(run_dir) / REPORT_FILE
     path.write_text("\n".join(parts))

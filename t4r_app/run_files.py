@@ -12,6 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from merlin.io import Dataset
 from merlin.schema import Schema
@@ -19,6 +20,7 @@ from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
 from t4r_app.config import AppConfig, load_config
 from t4r_app.errors import RunError
+from t4r_app.item_features import FEATURES_FILE, ItemFeatures
 from t4r_app.model import build_model, item_schema
 
 CHECKPOINTS = "checkpoints"
@@ -60,16 +62,36 @@ def read_run_info(run_dir: Path) -> RunInfo:
     return RunInfo(**json.loads(path.read_text()))
 
 
-def save_model(model: torch.nn.Module, schema: Schema, run_dir: Path, data_dir: Path) -> Path:
-    """Weights, schema, movie mapping, ETL workflow: what inference and export need, without the data dir."""
+def save_model(
+    model: torch.nn.Module, schema: Schema, run_dir: Path, data_dir: Path, features: ItemFeatures | None = None
+) -> Path:
+    """Weights, schema, item features, movie mapping, ETL workflow: what inference and export need, without the data dir."""
     directory = Path(run_dir) / MODEL_DIR
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / WEIGHTS)
+    if features is not None:
+        features.save(directory / FEATURES_FILE)
     TensorflowMetadata.from_merlin_schema(schema).to_proto_text_file(str(directory), SCHEMA)
     shutil.copyfile(Path(data_dir) / ITEM_MAPPING, directory / ITEM_MAPPING)
     # The fitted NVTabular workflow goes along, so that export needs nothing but the run.
     shutil.copytree(Path(data_dir) / "workflow", directory / ETL_WORKFLOW, dirs_exist_ok=True)
     return directory
+
+
+def known_movies(run_dir: str | Path) -> pd.DataFrame:
+    """The rows of the run's movie mapping that a session may hold and the model may recommend.
+
+    Movies only in the titles file are among them for a model with title features alone
+    (``item_features.scorable``); runs from before titles know every movie of the mapping.
+    """
+    mapping_path = Path(run_dir) / MODEL_DIR / ITEM_MAPPING
+    if not mapping_path.is_file():
+        raise RunError(f"{run_dir} has no movie mapping ({mapping_path}): give the RUN_DIR the model (or server) came from")
+    mapping = pd.read_parquet(mapping_path)
+    features = ItemFeatures.load(Path(run_dir) / MODEL_DIR / FEATURES_FILE)
+    if features is None:
+        return mapping
+    return mapping[features.scorable[mapping["item_id"].to_numpy()]].reset_index(drop=True)
 
 
 @dataclass
@@ -79,6 +101,7 @@ class LoadedRun:
     info: RunInfo
     schema: Schema
     model: torch.nn.Module
+    features: ItemFeatures | None = None
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
@@ -90,8 +113,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
         raise RunError(f"{run_dir} has no trained model ({weights} is missing): did training finish?")
     config = load_config(run_dir / CONFIG)
     schema = item_schema(TensorflowMetadata.from_proto_text_file(str(run_dir / MODEL_DIR), SCHEMA).to_merlin_schema())
-    model = build_model(schema, config.model, config.evaluate.top_ks)
+    features = ItemFeatures.load(run_dir / MODEL_DIR / FEATURES_FILE)
+    model = build_model(schema, config.model, config.evaluate.top_ks, features)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.load_state_dict(torch.load(weights, map_location=device))
     model.to(device).eval()
-    return LoadedRun(run_dir, config, info, schema, model)
+    return LoadedRun(run_dir, config, info, schema, model, features)

@@ -82,18 +82,20 @@ class PredictTopK(BaseOperator):
         max_length: int = 0,
         top_k: int = 10,
         exclude_seen: bool = False,
+        scorable=None,
     ):
         super().__init__()
         self.traced_model = traced_model
         self.movie_of_item = movie_of_item
         self.popularity = popularity
+        self.scorable = scorable
         self.max_length = max_length
         self.top_k = top_k
         self.exclude_seen = exclude_seen
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(traced_model=None, movie_of_item=None, popularity=None)
+        state.update(traced_model=None, movie_of_item=None, popularity=None, scorable=None)
         return state
 
     def compute_output_schema(self, input_schema: Schema, col_selector: ColumnSelector, prev_output_schema=None) -> Schema:
@@ -110,7 +112,7 @@ class PredictTopK(BaseOperator):
 
     def transform(self, col_selector: ColumnSelector, transformable):
         sessions = _sessions(transformable)
-        scorer = TopKScorer(self._logits, self.max_length, self.popularity)
+        scorer = TopKScorer(self._logits, self.max_length, self.popularity, getattr(self, "scorable", None))
         # Ensembles exported before the field existed ranked every movie.
         orders, scores, _ = scorer.top_k(sessions, self.top_k, getattr(self, "exclude_seen", False))
         movies = np.full((len(sessions), self.top_k), NO_MOVIE, dtype=np.int64)
@@ -126,13 +128,18 @@ class PredictTopK(BaseOperator):
 
     def save_artifacts(self, artifact_path: str) -> None:
         torch.jit.save(self.traced_model, str(Path(artifact_path) / MODEL_FILE))
-        np.savez(Path(artifact_path) / CATALOGUE_FILE, movie_of_item=self.movie_of_item, popularity=self.popularity)
+        arrays = {"movie_of_item": self.movie_of_item, "popularity": self.popularity}
+        if self.scorable is not None:
+            arrays["scorable"] = self.scorable
+        np.savez(Path(artifact_path) / CATALOGUE_FILE, **arrays)
 
     def load_artifacts(self, artifact_path: str | None = None) -> None:
         if artifact_path and (Path(artifact_path) / MODEL_FILE).is_file():
             self.traced_model = torch.jit.load(str(Path(artifact_path) / MODEL_FILE), map_location="cpu").eval()
             catalogue = np.load(Path(artifact_path) / CATALOGUE_FILE)
             self.movie_of_item, self.popularity = catalogue["movie_of_item"], catalogue["popularity"]
+            # Repositories exported before titles have no scorable array: every movie is scored.
+            self.scorable = catalogue["scorable"] if "scorable" in catalogue else None
 
 
 def request_problem(values: np.ndarray | None, offsets: np.ndarray | None) -> str | None:

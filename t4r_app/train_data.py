@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from t4r_app.preprocess import read_parquet_columns
 from t4r_app.sequences_io import ItemSequences, list_sequences, preprocess_settings
-from workflow.list_columns import gather_slices
+from workflow.list_columns import count_per_row, gather_slices
 from workflow.ops import ITEM_LIST, TIME_LIST
 from workflow.sequences import PADDING_ID
 from workflow.splits import MIN_EXAMPLE_LENGTH, SplitRule, example_bounds
@@ -118,11 +118,12 @@ class WindowLoader(DataLoader):
         self._batch_size = batch_size
 
 
-def training_histories(data_dir: str | Path) -> ItemSequences:
+def training_histories(data_dir: str | Path, withheld: np.ndarray | None = None) -> ItemSequences:
     """Each sequence's whole training part, uncapped: what the train role may see.
 
     ``train/`` keeps only the most recent window; the full sequences are in ``sequences/``
     and the split rule (with the cut-offs ``preprocess`` recorded) says where training ends.
+    ``withheld`` item ids (train.withhold_movies) are taken out of every history.
     """
     data_dir = Path(data_dir)
     # The length filter and cut-offs preprocess used, so the histories match its splits' rows.
@@ -135,4 +136,7 @@ def training_histories(data_dir: str | Path) -> ItemSequences:
     keep &= items.lengths >= min_sequence_length
     rows = np.flatnonzero(keep)
     values, offsets = gather_slices(items.values, items.offsets[:-1][rows], start[rows], stop[rows])
+    if withheld is not None and len(withheld):
+        keep = ~np.isin(values, withheld)
+        values, offsets = values[keep], np.concatenate([[0], np.cumsum(count_per_row(keep, offsets))])
     return ItemSequences(values, offsets)

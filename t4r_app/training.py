@@ -30,9 +30,10 @@ from transformers4rec.config.trainer import T4RecTrainingArguments
 
 from t4r_app.config import AppConfig, save_config
 from t4r_app.errors import TrainingError
+from t4r_app.item_features import build_item_features, features_for_saving, withheld_movies
 from t4r_app.model import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
 from t4r_app.run_files import CHECKPOINTS, CONFIG, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info
-from t4r_app.sequences_io import resolve_exclude_seen
+from t4r_app.sequences_io import ItemSequences, resolve_exclude_seen
 from t4r_app.train_data import WindowDataset, WindowLoader, cut_windows, training_histories
 from t4r_app.training_log import TrainingLog, TrainingProgress
 
@@ -178,7 +179,9 @@ def train(
     transformers.set_seed(config.seed)
     schema = item_schema(load_schema(data_dir / "train"))
     max_length = max_sequence_length(schema)
-    train_loader = training_loader(config, data_dir, max_length)
+    histories = training_histories(data_dir, withheld_movies(data_dir, config.train.withhold_movies, config.seed))
+    features = build_item_features(config.model, data_dir, vocabulary_size(schema), histories, progress)
+    train_loader = training_loader(config, histories, max_length)
     train_sequences = len(train_loader.dataset)
     steps_per_epoch = len(train_loader)
     first_validation = steps_per_epoch * config.train.eval_every_epochs
@@ -187,7 +190,7 @@ def train(
             f"train.max_steps={config.train.max_steps} ends before the first validation "
             f"(after {first_validation} steps): raise it or lower train.eval_every_epochs"
         )
-    model = build_model(schema, config.model, config.evaluate.top_ks)
+    model = build_model(schema, config.model, config.evaluate.top_ks, features)
     trainer = tr.Trainer(
         model=model,
         args=training_arguments(config, run_dir, max_length, vocabulary_size(schema), steps_per_epoch, progress),
@@ -208,15 +211,14 @@ def train(
     with _checkpoint_rng_loading():
         trainer.train(resume_from_checkpoint=last_checkpoint)
     seconds = time.perf_counter() - started
-    save_model(trainer.model, schema, run_dir, data_dir)
+    save_model(trainer.model, schema, run_dir, data_dir, features_for_saving(config.model, features))
     first_step = int(last_checkpoint.rsplit("-", 1)[1]) if last_checkpoint else 0
     result = _summarise(trainer.state, run_dir, seconds, train_sequences, steps_per_epoch, config.train.batch_size, first_step)
     (run_dir / "metrics.json").write_text(json.dumps(asdict(result), indent=2, default=str))
     return result
 
 
-def training_loader(config: AppConfig, data_dir: Path, max_length: int) -> WindowLoader:
-    histories = training_histories(data_dir)
+def training_loader(config: AppConfig, histories: ItemSequences, max_length: int) -> WindowLoader:
     windows = cut_windows(histories, max_length, config.train.window_stride)
     return WindowLoader(WindowDataset(windows, config.train.copies_per_epoch), config.train.batch_size, config.seed)
 

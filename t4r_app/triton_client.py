@@ -12,12 +12,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from t4r_app.errors import RunError, ServerError
+from t4r_app.errors import ServerError
 from t4r_app.export import ENSEMBLE_NAME
 from t4r_app.recommender import FALLBACK, Recommendation
-from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR
+from t4r_app.run_files import known_movies
 from t4r_app.serving_ops import EXCLUDE_SEEN_PARAMETER, MOVIE_IDS, NO_MOVIE, OFFSETS_INPUT, SCORES, VALUES_INPUT
 
 GRPC_DEFAULT_PORT = 8001
@@ -52,10 +51,7 @@ class TritonRecommender:
         self.module = client_module
         self.client = client_module.InferenceServerClient(f"{host}:{port}")
         self.address = address
-        mapping_path = Path(run_dir) / MODEL_DIR / ITEM_MAPPING
-        if not mapping_path.is_file():
-            raise RunError(f"{run_dir} has no movie mapping ({mapping_path}): give the RUN_DIR the server was exported from")
-        mapping = pd.read_parquet(mapping_path)
+        mapping = known_movies(run_dir)
         self.known_movies = set(mapping["movie_index"].tolist())
         self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
         self._exclude_seen: bool | None = None

@@ -111,19 +111,35 @@ def test_encoding_reserves_padding_and_mask_and_maps_back_to_titles(fixture_data
     out = tmp_path / "out"
     stats = run(fixture_dataset, out).stats
     mapping = pd.read_parquet(out / "item_mapping.parquet")
-    assert sorted(mapping["movie_index"]) == sorted(USER_3 + USER_7)
+    watched = mapping[mapping["interactions"] > 0]
+    assert sorted(watched["movie_index"]) == sorted(USER_3 + USER_7)
     assert mapping["item_id"].min() == 3 and mapping["item_id"].max() == 3 + len(mapping) - 1
     assert (mapping["title"] == mapping["movie_index"].map(lambda m: f"Movie {m} (1999)")).all()
-    assert stats["item_ids"] == {"padding": 0, "null": 1, "out_of_vocabulary": 2, "first_movie": 3, "last_movie": 14, "mask": 15}
+    # Titled movies in no record (16..29, 36..39 of the titles 10..39) follow the watched ones.
+    titles_only = mapping[mapping["interactions"] == 0]
+    assert sorted(titles_only["movie_index"]) == [m for m in range(10, 40) if m not in USER_3 + USER_7]
+    assert watched["item_id"].max() == 14 and titles_only["item_id"].min() == 15
+    assert stats["items_titles_only"] == 18
+    assert stats["item_ids"] == {"padding": 0, "null": 1, "out_of_vocabulary": 2, "first_movie": 3, "last_movie": 32, "mask": 33}
     schema = nvt.Dataset(str(out / "train" / "*.parquet"), engine="parquet", cpu=True).schema
     item = schema["item_id-list"]
     assert {Tags.ITEM, Tags.ID, Tags.CATEGORICAL, Tags.LIST} <= set(item.tags)
     assert item.int_domain.max == stats["item_ids"]["mask"]
-    assert item.properties["mask_id"] == 15
+    assert item.properties["mask_id"] == 33
     assert item.value_count.max == load_config().preprocess.max_seq_length  # the default window
     assert Tags.USER in schema["user_index"].tags
     ids = np.concatenate(read_split(out, "train")["item_id-list"].map(np.array).tolist())
     assert ids.min() >= 3 and ids.max() <= 14
+
+
+def test_placeholder_titles_do_not_join_the_catalogue(fixture_dataset, tmp_path):
+    titles = fixture_dataset / "recommendation" / "movie_title_by_index.json"
+    named = {str(m): f"Movie {m} (1999)" for m in USER_3 + USER_7}
+    titles.write_text(json.dumps({**named, "50": "unknown", "51": "", "52": "Movie 52", "53": "Heat (1995)"}))
+    stats = run(fixture_dataset, tmp_path / "out").stats
+    mapping = pd.read_parquet(tmp_path / "out" / "item_mapping.parquet")
+    assert stats["items_titles_only"] == 1
+    assert mapping.loc[mapping["interactions"] == 0, "movie_index"].tolist() == [53]
 
 
 def test_saved_workflow_reloads_and_encodes_new_interactions(fixture_dataset, tmp_path):
@@ -136,6 +152,10 @@ def test_saved_workflow_reloads_and_encodes_new_interactions(fixture_dataset, tm
     result = workflow.transform(nvt.Dataset(frame, cpu=True)).to_ddf().compute()
     item_of_movie = pd.read_parquet(out / "item_mapping.parquet").set_index("movie_index")["item_id"]
     assert list(result["item_id-list"][0]) == [item_of_movie[10], 2]  # an unseen movie encodes as out-of-vocabulary
+    frame["movie_index"] = [10, 20]  # 20 is only in the titles file: it has an id all the same
+    result = workflow.transform(nvt.Dataset(frame, cpu=True)).to_ddf().compute()
+    assert list(result["item_id-list"][0]) == [item_of_movie[10], item_of_movie[20]]
+    assert item_of_movie[20] >= 15
 
 
 def test_rerun_into_the_same_folder_replaces_outputs(fixture_dataset, tmp_path):
