@@ -21,6 +21,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 OVERRIDES ?=
+NPROC ?= 1
 
 .PHONY: setup demo ml100k test preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-quality clean help
 
@@ -62,8 +63,8 @@ test: $(SETUP)  ## run the test suite
 preprocess: $(SETUP)  ## INPUT=recommandation.zip DATA_DIR=data/processed CONFIG=... OVERRIDES="key=value ..."
 	$(APP) preprocess --config $(CONFIG) --input $(INPUT) --output $(DATA_DIR) $(OVERRIDES)
 
-train: $(SETUP)  ## DATA_DIR=data/processed RUN_DIR=runs/bert4rec CONFIG=... OVERRIDES="key=value ..." (RESUME=1 continues)
-	$(APP) train --config $(CONFIG) --data $(DATA_DIR) --output $(RUN_DIR) $(if $(RESUME),--resume) $(OVERRIDES)
+train: $(SETUP)  ## DATA_DIR=data/processed RUN_DIR=runs/bert4rec CONFIG=... OVERRIDES="key=value ..." (RESUME=1 continues, NPROC=N data-parallel)
+	$(APP) train --config $(CONFIG) --data $(DATA_DIR) --output $(RUN_DIR) $(if $(RESUME),--resume) --nproc $(NPROC) $(OVERRIDES)
 
 evaluate: $(SETUP)  ## RUN_DIR=runs/bert4rec: model vs baselines -> eval.json, report.md
 	$(APP) evaluate --run $(RUN_DIR)
@@ -93,6 +94,10 @@ bench-quality: $(SETUP)  ## MovieLens-100K: defaults, each lever, SASRec vs base
 
 bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
 	$(VENV_PYTHON) bench/bench_serve.py --output bench/results/serve.json
+
+.PHONY: gpu-check
+gpu-check: $(SETUP)  ## on a GPU machine: demo on the GPU, export --target gpu, serve, parity, bench-train, bench-serve (8 min) -> bench/results/gpu_check.json
+	VENV_PYTHON=$(VENV_PYTHON) bash bench/gpu_check.sh
 
 clean:  ## remove generated data and runs (keeps .venv)
 	rm -rf data runs bench/work

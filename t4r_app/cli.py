@@ -94,10 +94,16 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from t4r_app import distributed
     from t4r_app.training import train
 
+    if args.nproc > 1 and distributed.world_size() == 1:
+        # The ranks run this same command, without --nproc, under torchrun.
+        return distributed.launch(args.nproc, _without_option(sys.argv[1:], "--nproc"))
     config = load_config(_run_config(args), args.overrides)
     result = train(config, args.data, args.output, resume=args.resume, progress=not args.quiet)
+    if not distributed.is_main_process():
+        return 0
     print(
         f"best validation NDCG@10 {result.best_valid_ndcg:.4f} at epoch {result.best_epoch:g} "
         f"({result.epochs_run:g} epochs{', stopped early' if result.stopped_early else ''}; "
@@ -106,6 +112,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"model in {Path(args.output) / 'model'}; curves in {Path(args.output) / 'training_curves.png'}")
     _print_validation_verdicts(args.output)
     return 0
+
+
+def _without_option(arguments: list[str], option: str) -> list[str]:
+    """``arguments`` without ``option VALUE`` or ``option=VALUE``."""
+    kept, skip = [], False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == option:
+            skip = True
+        elif not argument.startswith(option + "="):
+            kept.append(argument)
+    return kept
 
 
 def _print_validation_verdicts(run_dir: str) -> None:
@@ -219,11 +238,15 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import json
 
-    from t4r_app.export import EXPORT_INFO, export_run
+    from t4r_app.export import EXPORT_INFO, export_run, target_warning
 
     repository = export_run(args.run, args.output, target=args.target, top_k=args.top_k, exclude_seen=args.exclude_seen)
-    print(f"exported the Triton ensemble (workflow + BERT4Rec, top {args.top_k}) to {repository}")
-    print(_seen_note(json.loads((repository / EXPORT_INFO).read_text())["exclude_seen"], args))
+    info = json.loads((repository / EXPORT_INFO).read_text())
+    print(f"exported the Triton ensemble (workflow + BERT4Rec, top {args.top_k}, target {info['target']}) to {repository}")
+    warning = target_warning(info["target"])
+    if warning:
+        print(f"t4r-app export: warning: {warning}", file=sys.stderr)
+    print(_seen_note(info["exclude_seen"], args))
     print(f"serve it with: t4r-app serve --repository {repository}")
     return 0
 
@@ -456,6 +479,14 @@ examples:
     train.add_argument("--output", required=True, help="RUN_DIR to write the run into")
     train.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        help="data-parallel training in N processes on this machine through torchrun: one per GPU (NCCL), "
+        "or N CPU processes (gloo) sharing the cores. Each trains on its share of every epoch and validates on "
+        "the whole validation set; rank 0 checkpoints and writes the run. Several machines: run torchrun yourself (README)",
+    )
     train.set_defaults(handler=_cmd_train)
 
     evaluate = commands.add_parser(
@@ -525,12 +556,15 @@ examples:
             "traced in eval mode, returning the top-k raw movie ids and their scores. Requests carry "
             "'movieIndices' as merlin ragged inputs (movieIndices__values INT64, movieIndices__offsets INT32), "
             "one or many sessions each; the answer is 'movie_ids' and 'scores', shape (sessions, k). "
-            "Target cpu runs every step in Triton's python backend."
+            "Both targets run every step in Triton's python backend; gpu runs the model step on a GPU "
+            "instance (KIND_GPU) and can be exported on a machine without one (with a warning) to serve elsewhere."
         ),
     )
     export.add_argument("--run", required=True, help="RUN_DIR written by `t4r-app train`")
     export.add_argument("--output", required=True, help="model repository folder to write (replaced if present)")
-    export.add_argument("--target", choices=("cpu", "gpu"), help="cpu (default): python backend only; gpu: not implemented yet")
+    export.add_argument(
+        "--target", choices=("cpu", "gpu"), help="cpu: model on the CPU; gpu: model on a GPU instance (default: gpu where torch sees a GPU, else cpu)"
+    )
     export.add_argument("--top-k", type=_positive_int, default=10, help="movies per answer (default 10)")
     _add_seen_arguments(export, " The server applies the rule baked in here to every request.")
     export.set_defaults(handler=_cmd_export)

@@ -11,8 +11,13 @@ seen-movie rule.
 The run's seen-movie rule (or the ``exclude_seen`` given to ``export_run``) is baked into the
 ensemble and written to the model's config as the ``exclude_seen`` parameter.
 
-Target ``cpu`` puts every step in Triton's python backend (one ``executor_model``), so it
-runs on a tritonserver that has nothing else, such as the one in the nvidia-pytriton wheel.
+Both targets put every step in Triton's python backend (one ``executor_model``), so they run
+on a tritonserver that has nothing else, such as the one in the nvidia-pytriton wheel. Target
+``cpu`` asks for a CPU instance. Target ``gpu`` asks for a GPU instance (KIND_GPU) and carries
+the run's model files beside the ensemble: a trace fixes the device it was made on (its
+``arange`` and ``zeros`` are pinned to the CPU), so the GPU instance traces the model again on
+its own GPU when it loads (``place_on_device``). The CPU trace stays in the repository for
+``load_exported`` on any machine.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+import tritonclient.grpc.model_config_pb2 as model_config
 from google.protobuf import text_format
 from merlin.dag import postorder_iter_nodes
 from merlin.dtypes import int64
@@ -31,10 +37,11 @@ from merlin.systems.dag.ensemble import Ensemble
 
 import nvtabular as nvt
 from nvtabular import ops
-from t4r_app.errors import ExportError, RunError
+from t4r_app.errors import ExportError, RunError, ServeError
+from t4r_app.item_features import FEATURES_FILE
 from t4r_app.model import max_sequence_length, vocabulary_size
 from t4r_app.recommender import ItemCatalogue, run_exclude_seen, run_scorable
-from t4r_app.run_files import ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, LoadedRun, load_run
+from t4r_app.run_files import CONFIG, ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
 from t4r_app.serving_ops import EXCLUDE_SEEN_PARAMETER, REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
 from t4r_app.title_embedding import TitledItemEmbedding
 from workflow.ops import ITEM_LIST
@@ -43,6 +50,8 @@ from workflow.sequences import RAW_MOVIE
 ENSEMBLE_NAME = "executor_model"
 EXPORT_INFO = "t4r_export.json"
 TARGETS = ("cpu", "gpu")
+INSTANCE_KINDS = {"cpu": model_config.ModelInstanceGroup.Kind.KIND_CPU, "gpu": model_config.ModelInstanceGroup.Kind.KIND_GPU}
+RUN_COPY = "run"  # beside the ensemble's artifacts: what a GPU instance traces the model from
 
 
 class NextItemLogits(torch.nn.Module):
@@ -61,9 +70,34 @@ def request_schema() -> Schema:
 
 
 def default_target() -> str:
-    # "gpu" (the model on the libtorch backend) is meant to become the default where a GPU is
-    # present; until it exists, cpu is the target that works everywhere.
-    return "cpu"
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def gpu_problem() -> str | None:
+    """Why this environment's torch cannot run the model on a GPU, or None when it can.
+
+    The python backend's stub imports this same environment, so what torch sees here is what
+    a GPU instance of the served model will see.
+    """
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"this environment's torch ({torch.__version__}) is a CPU-only build; a GPU server needs a CUDA build of torch"
+    return (
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: check the driver (nvidia-smi) "
+        "and CUDA_VISIBLE_DEVICES"
+    )
+
+
+def target_warning(target: str) -> str | None:
+    """What to tell whoever exports for a GPU on a machine without one (the export itself needs no GPU)."""
+    problem = gpu_problem() if target == "gpu" else None
+    if problem is None:
+        return None
+    return (
+        f"the gpu target was exported, but it will not load here: {problem}. Serve it where tritonserver "
+        "and torch see a GPU, or export with --target cpu to serve on this machine"
+    )
 
 
 def etl_workflow_dir(run: LoadedRun) -> Path:
@@ -88,12 +122,13 @@ def serving_workflow(etl_dir: Path) -> nvt.Workflow:
 
 
 def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModule:
-    """Trace ``model`` (changed in place: title features are baked into a projected matrix first)."""
+    """Trace ``model`` on the device its weights are on, which the trace then keeps (changed in
+    place: title features are baked into a projected matrix first)."""
     model.eval()
     for module in model.modules():
         if isinstance(module, TitledItemEmbedding):
             module.bake()
-    example = torch.zeros((2, max_length - 1), dtype=torch.long)
+    example = torch.zeros((2, max_length - 1), dtype=torch.long, device=next(model.parameters()).device)
     example[:, :3] = torch.tensor([3, 4, 5])
     with torch.no_grad():
         return torch.jit.trace(NextItemLogits(model).eval(), example, strict=False, check_trace=False)
@@ -127,11 +162,6 @@ def export_run(
     target = target or default_target()
     if target not in TARGETS:
         raise ExportError(f"unknown target '{target}': use one of {', '.join(TARGETS)}")
-    if target == "gpu":
-        raise ExportError(
-            "the gpu target (the model on Triton's libtorch backend) is not implemented yet; "
-            "use --target cpu, which runs on any tritonserver with the python backend, GPU or not"
-        )
     run = load_run(run_dir, device="cpu")
     vocabulary_movies = len(pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING))
     if not 1 <= top_k <= vocabulary_movies:
@@ -146,6 +176,11 @@ def export_run(
     )
     # The rule also goes into the model's config, where a client can read it from the server.
     executor_config.parameters[EXCLUDE_SEEN_PARAMETER].string_value = json.dumps(exclude_seen)
+    # Explicit for cpu too: merlin writes KIND_AUTO, which Triton turns into GPU instances where it sees a GPU.
+    del executor_config.instance_group[:]
+    executor_config.instance_group.add(kind=INSTANCE_KINDS[target])
+    if target == "gpu":
+        copy_run_model(Path(run_dir), output / ENSEMBLE_NAME / "1" / "ensemble" / RUN_COPY)
     (output / ENSEMBLE_NAME / "config.pbtxt").write_text(text_format.MessageToString(executor_config))
     # Our executor checks each request before merlin's runs it (see t4r_app/triton_model.py).
     (output / ENSEMBLE_NAME / "1" / "model.py").write_text("from t4r_app.triton_model import TritonPythonModel  # noqa: F401\n")
@@ -155,10 +190,47 @@ def export_run(
     return output
 
 
-def load_exported(repository: str | Path) -> Ensemble:
-    """The exported graph with its artifacts, to run in this process (what Triton's executor does)."""
+def copy_run_model(run_dir: Path, destination: Path) -> None:
+    """The files ``load_run`` rebuilds the model from, and nothing else of the run."""
+    (destination / MODEL_DIR).mkdir(parents=True)
+    for name in (RUN_INFO, CONFIG):
+        shutil.copyfile(run_dir / name, destination / name)
+    for name in (WEIGHTS, SCHEMA, FEATURES_FILE):
+        if (run_dir / MODEL_DIR / name).is_file():  # runs without titles have no features file
+            shutil.copyfile(run_dir / MODEL_DIR / name, destination / MODEL_DIR / name)
+
+
+def retrace(artifact_path: str | Path, device: str) -> torch.jit.ScriptModule:
+    """The model of a gpu export, rebuilt from its run files and traced on ``device``."""
+    run_copy = Path(artifact_path) / RUN_COPY
+    if not run_copy.is_dir():
+        raise ServeError(
+            f"{artifact_path} holds no run files ({RUN_COPY}/): it was exported with --target cpu, "
+            "whose model runs on the CPU only; export again with --target gpu"
+        )
+    run = load_run(run_copy, device=device)
+    return trace_model(run.model, max_sequence_length(run.schema))
+
+
+def place_on_device(ensemble: Ensemble, artifact_path: str | Path, device: str) -> None:
+    """Run the model step of ``ensemble`` on ``device`` (``cuda:N``); a clear error where it cannot."""
+    if device == "cpu":
+        return
+    problem = gpu_problem()
+    if problem:
+        raise ServeError(f"the gpu target cannot put its model on {device}: {problem}; or export with --target cpu")
+    traced = retrace(artifact_path, device)
+    for node in postorder_iter_nodes(ensemble.graph.output_node, flatten_subgraphs=True):
+        if isinstance(node.op, PredictTopK):
+            node.op.use_model(traced, device)
+
+
+def load_exported(repository: str | Path, device: str = "cpu") -> Ensemble:
+    """The exported graph with its artifacts, to run in this process (what Triton's executor does);
+    ``device`` ``cuda`` (or ``cuda:N``) runs a gpu export's model step there, as its GPU instance does."""
     path = Path(repository) / ENSEMBLE_NAME / "1" / "ensemble"
     ensemble = Ensemble.load(str(path))
     for node in postorder_iter_nodes(ensemble.graph.output_node, flatten_subgraphs=True):
         node.op.load_artifacts(str(path))
+    place_on_device(ensemble, path, device)
     return ensemble

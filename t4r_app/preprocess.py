@@ -174,7 +174,9 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
     import nvtabular as nvt  # heavy import: keep `t4r-app --help` fast
 
     started = time.perf_counter()
-    output = Path(output_dir)
+    # Workers of a running cluster write the outputs (Categorify's vocabulary among them) from
+    # their own working directory: a relative path would land there, not under the client's.
+    output = Path(output_dir).absolute()
     output.mkdir(parents=True, exist_ok=True)
     save_config(config, output / "config.yaml")
     source = resolve_source(input_path, titles_path)

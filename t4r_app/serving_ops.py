@@ -92,6 +92,7 @@ class PredictTopK(BaseOperator):
         self.max_length = max_length
         self.top_k = top_k
         self.exclude_seen = exclude_seen
+        self.device = "cpu"  # where traced_model's weights and trace are; set on a GPU instance by use_model
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -122,9 +123,15 @@ class PredictTopK(BaseOperator):
             best[row, : len(order)] = row_scores
         return TensorTable({MOVIE_IDS: movies, SCORES: best})
 
+    def use_model(self, traced_model: torch.jit.ScriptModule, device: str) -> None:
+        """Score with ``traced_model``, traced on ``device`` (a trace runs only where it was traced)."""
+        self.traced_model, self.device = traced_model, device
+
     @torch.no_grad()
     def _logits(self, padded: np.ndarray) -> np.ndarray:
-        return self.traced_model(torch.as_tensor(padded)).float().numpy()
+        # Ensembles pickled before the field existed run on the CPU.
+        device = getattr(self, "device", "cpu")
+        return self.traced_model(torch.as_tensor(padded, device=device)).float().cpu().numpy()
 
     def save_artifacts(self, artifact_path: str) -> None:
         torch.jit.save(self.traced_model, str(Path(artifact_path) / MODEL_FILE))
@@ -136,6 +143,7 @@ class PredictTopK(BaseOperator):
     def load_artifacts(self, artifact_path: str | None = None) -> None:
         if artifact_path and (Path(artifact_path) / MODEL_FILE).is_file():
             self.traced_model = torch.jit.load(str(Path(artifact_path) / MODEL_FILE), map_location="cpu").eval()
+            self.device = "cpu"
             catalogue = np.load(Path(artifact_path) / CATALOGUE_FILE)
             self.movie_of_item, self.popularity = catalogue["movie_of_item"], catalogue["popularity"]
             # Repositories exported before titles have no scorable array: every movie is scored.

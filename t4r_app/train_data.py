@@ -12,8 +12,11 @@ wastes both signal and time:
 * a batch is padded to its own longest window, not to ``max_seq_length``: most sessions are
   far shorter than the window, and attention costs grow with the square of the padding.
 
-The Trainer takes this loader through its ``train_dataloader`` argument; validation keeps
-T4R's own loader over ``DATA_DIR/valid/``.
+The Trainer takes this loader through its ``train_dataloader`` argument, and the same kind
+of loader over ``DATA_DIR/valid/`` (in order, padded per batch) through ``eval_dataloader``.
+With several ranks, each trains on its share of every epoch's windows and validates on the
+whole validation set, so every rank computes the same metrics and takes the same early
+stopping decision.
 """
 
 from __future__ import annotations
@@ -81,37 +84,47 @@ def pad_batch(windows: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], Non
 
 
 class EpochShuffle(Sampler):
-    """A new order every pass, decided by (seed, pass number) alone.
+    """A new order every pass, decided by (seed, pass number) alone; this rank's share of it.
 
     On ``--resume`` the Trainer replays the finished epochs by iterating the loader once per
     epoch; with the order a pure function of the pass number, the resumed run then sees
     exactly the batches the uninterrupted run saw, and the global RNG (which the masking
     draws from, and which checkpoints restore) is never touched by the shuffle.
+
+    With ``world`` ranks every rank draws the same order and takes every ``world``-th item
+    from ``rank`` on, so each window goes to one rank per pass. Data-parallel steps need the
+    same number of batches on every rank: the order is wrapped around to a multiple of
+    ``world`` first, which repeats at most ``world - 1`` windows per pass.
     """
 
-    def __init__(self, size: int, seed: int):
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1):
         self.size = size
         self.seed = seed
+        self.rank = rank
+        self.world = world
         self.passes = 0
 
     def __len__(self) -> int:
-        return self.size
+        return -(-self.size // self.world)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
         self.passes += 1
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator)
+        if self.world > 1:
+            order = torch.cat([order, order[: len(self) * self.world - self.size]])[self.rank :: self.world]
+        return iter(order.tolist())
 
 
 class WindowLoader(DataLoader):
-    """A shuffling DataLoader with the ``_batch_size`` attribute T4R's Trainer reads."""
+    """A DataLoader with the ``_batch_size`` attribute T4R's Trainer reads; shuffled, or in order for validation."""
 
-    def __init__(self, dataset: WindowDataset, batch_size: int, seed: int):
+    def __init__(self, dataset: WindowDataset, batch_size: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
         # Its own generator, so that even the loader's base seed leaves the global RNG alone.
         super().__init__(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(dataset), seed),
+            sampler=EpochShuffle(len(dataset), seed, rank, world) if shuffle else None,
             collate_fn=pad_batch,
             generator=torch.Generator().manual_seed(seed),
         )

@@ -28,12 +28,13 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers4rec.config.trainer import T4RecTrainingArguments
 
+from t4r_app import distributed
 from t4r_app.config import AppConfig, save_config
 from t4r_app.errors import TrainingError
 from t4r_app.item_features import build_item_features, features_for_saving, withheld_movies
 from t4r_app.model import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
 from t4r_app.run_files import CHECKPOINTS, CONFIG, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info
-from t4r_app.sequences_io import ItemSequences, resolve_exclude_seen
+from t4r_app.sequences_io import ItemSequences, read_split, resolve_exclude_seen
 from t4r_app.train_data import WindowDataset, WindowLoader, cut_windows, training_histories
 from t4r_app.training_log import TrainingLog, TrainingProgress
 
@@ -70,13 +71,14 @@ class EarlyStopping(TrainerCallback):
         self.started = time.perf_counter()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self.time_budget_s and time.perf_counter() - self.started >= self.time_budget_s:
-            control.should_training_stop = True
+        stop = bool(self.time_budget_s) and time.perf_counter() - self.started >= self.time_budget_s
         values = [entry[MONITOR_METRIC] for entry in state.log_history if MONITOR_METRIC in entry]
         if self.patience and values and state.epoch >= self.min_epochs:
             best_index = max(range(len(values)), key=lambda i: (values[i], -i))
-            if len(values) - 1 - best_index >= self.patience:
-                control.should_training_stop = True
+            stop |= len(values) - 1 - best_index >= self.patience
+        # Ranks' clocks differ: all stop when one does, or the others would wait for it forever.
+        if distributed.any_rank(stop):
+            control.should_training_stop = True
         return control
 
 
@@ -89,6 +91,16 @@ def _checkpoint_rng_loading():
     """
     allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
     return torch.serialization.safe_globals(allowed)
+
+
+def _cpu_with_index(storage, location: str):
+    return storage.cpu() if location.startswith("cpu:") else None
+
+
+# On --resume, transformers 4.30 loads the optimizer state onto args.device in a multi-process
+# run; without CUDA accelerate makes that "cpu:0", a location torch's own loader refuses. This
+# loader handles only such locations and leaves every other to torch.
+torch.serialization.register_package(100, lambda storage: None, _cpu_with_index)
 
 
 def _device() -> str:
@@ -149,6 +161,10 @@ def training_arguments(
         report_to=["tensorboard"] if importlib.util.find_spec("tensorboard") else [],
         logging_dir=str(run_dir / "tensorboard"),
         dataloader_drop_last=False,
+        # Without CUDA, accelerate sets up a multi-process run only when told the CPU is the
+        # device; the backend is named so that an MPI-enabled torch does not pick MPI instead.
+        no_cuda=not torch.cuda.is_available(),
+        ddp_backend=distributed.backend() if distributed.world_size() > 1 else None,
     )
 
 
@@ -164,25 +180,31 @@ def train(
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir)
     _check_data(data_dir)
     last_checkpoint = _prepare_run_dir(run_dir, resume)
-    save_config(config, run_dir / CONFIG)
-    write_run_info(
-        run_dir,
-        RunInfo(
-            str(data_dir),
-            _device(),
-            torch.__version__,
-            transformers4rec.__version__,
-            transformers.__version__,
-            *resolve_exclude_seen(config, data_dir),
-        ),
-    )
+    main_process = distributed.is_main_process()
+    progress = progress and main_process
+    if main_process:
+        save_config(config, run_dir / CONFIG)
+        write_run_info(
+            run_dir,
+            RunInfo(
+                str(data_dir),
+                _device(),
+                torch.__version__,
+                transformers4rec.__version__,
+                transformers.__version__,
+                *resolve_exclude_seen(config, data_dir),
+            ),
+        )
     transformers.set_seed(config.seed)
     schema = item_schema(load_schema(data_dir / "train"))
     max_length = max_sequence_length(schema)
     histories = training_histories(data_dir, withheld_movies(data_dir, config.train.withhold_movies, config.seed))
     features = build_item_features(config.model, data_dir, vocabulary_size(schema), histories, progress)
     train_loader = training_loader(config, histories, max_length)
+    validation = validation_loader(config, data_dir)
     train_sequences = len(train_loader.dataset)
+    if distributed.world_size() > 1 and main_process:
+        print(distributed.describe(config.train.batch_size, config.train.learning_rate), flush=True)
     steps_per_epoch = len(train_loader)
     first_validation = steps_per_epoch * config.train.eval_every_epochs
     if config.train.max_steps and config.train.max_steps < first_validation:
@@ -196,11 +218,11 @@ def train(
         args=training_arguments(config, run_dir, max_length, vocabulary_size(schema), steps_per_epoch, progress),
         schema=schema,
         train_dataloader=train_loader,
-        eval_dataset_or_path=str(data_dir / "valid"),
+        eval_dataloader=validation,
         compute_metrics=True,
         callbacks=[
             EarlyStopping(config.train.patience, config.train.min_epochs, config.train.time_budget_s),
-            TrainingLog(run_dir),
+            *([TrainingLog(run_dir)] if main_process else []),
             *(callbacks or []),
         ],
     )
@@ -211,16 +233,24 @@ def train(
     with _checkpoint_rng_loading():
         trainer.train(resume_from_checkpoint=last_checkpoint)
     seconds = time.perf_counter() - started
-    save_model(trainer.model, schema, run_dir, data_dir, features_for_saving(config.model, features))
     first_step = int(last_checkpoint.rsplit("-", 1)[1]) if last_checkpoint else 0
     result = _summarise(trainer.state, run_dir, seconds, train_sequences, steps_per_epoch, config.train.batch_size, first_step)
-    (run_dir / "metrics.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+    if main_process:
+        save_model(trainer.model, schema, run_dir, data_dir, features_for_saving(config.model, features))
+        (run_dir / "metrics.json").write_text(json.dumps(asdict(result), indent=2, default=str))
     return result
 
 
 def training_loader(config: AppConfig, histories: ItemSequences, max_length: int) -> WindowLoader:
+    """This rank's share of every epoch's windows (all of them in a single process)."""
     windows = cut_windows(histories, max_length, config.train.window_stride)
-    return WindowLoader(WindowDataset(windows, config.train.copies_per_epoch), config.train.batch_size, config.seed)
+    dataset = WindowDataset(windows, config.train.copies_per_epoch)
+    return WindowLoader(dataset, config.train.batch_size, config.seed, distributed.rank(), distributed.world_size())
+
+
+def validation_loader(config: AppConfig, data_dir: Path) -> WindowLoader:
+    """The whole validation split in order, on every rank (see train_data's module doc)."""
+    return WindowLoader(WindowDataset(read_split(data_dir, "valid").items), config.train.eval_batch_size, config.seed, shuffle=False)
 
 
 def _summarise(
@@ -232,7 +262,8 @@ def _summarise(
     best = max(evaluations, key=lambda entry: entry[MONITOR_METRIC])
     epochs_run = state.global_step / steps_per_epoch
     steps_now = state.global_step - first_step
-    trained_sequences = min(steps_now * batch_size, steps_now / steps_per_epoch * train_sequences)
+    # Every rank takes batch_size windows a step: the whole run trains world_size times as many.
+    trained_sequences = min(steps_now * batch_size * distributed.world_size(), steps_now / steps_per_epoch * train_sequences)
     return TrainResult(
         run_dir=run_dir,
         best_epoch=round(best["epoch"], 3),

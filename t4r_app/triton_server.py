@@ -23,13 +23,17 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tritonclient.grpc.model_config_pb2 as model_config
+from google.protobuf import text_format
+
 from t4r_app.errors import ServeError
-from t4r_app.export import ENSEMBLE_NAME
+from t4r_app.export import ENSEMBLE_NAME, gpu_problem
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
+NO_GPU_IN_TRITON = "has kind KIND_GPU but no GPUs are available"  # tritonserver's words for it
 
 
 @dataclass
@@ -100,6 +104,36 @@ def check_repository(repository: Path) -> None:
         raise ServeError(f"{repository} is not an exported repository: {ENSEMBLE_NAME}/config.pbtxt is missing")
 
 
+def wants_gpu(repository: Path) -> bool:
+    """Whether the exported model asks Triton for a GPU instance (``export --target gpu``)."""
+    config = text_format.Parse((repository / ENSEMBLE_NAME / "config.pbtxt").read_text(), model_config.ModelConfig())
+    return any(group.kind == model_config.ModelInstanceGroup.Kind.KIND_GPU for group in config.instance_group)
+
+
+def no_gpu_message(repository: Path, reason: str) -> str:
+    return (
+        f"{repository} was exported with --target gpu and its model needs a GPU, but {reason}. "
+        "Serve it on a machine with a CUDA GPU, or export again with --target cpu"
+    )
+
+
+def check_device(repository: Path) -> None:
+    """Refuse a gpu export before starting a server that could not load it."""
+    problem = gpu_problem() if wants_gpu(repository) else None
+    if problem:
+        raise ServeError(no_gpu_message(repository, problem))
+
+
+def exit_message(repository: Path, returncode: int, log: str, tail_lines: int = 25) -> str:
+    """Why tritonserver exited, in its log's words, led by what to do where the cause is known."""
+    lines = log.splitlines()
+    message = f"tritonserver exited with code {returncode}:\n" + "\n".join(lines[-tail_lines:])
+    refusal = next((line for line in lines if NO_GPU_IN_TRITON in line), None)
+    if refusal:  # the log's tail is its status tables by then: the refusal itself goes first
+        return f"{no_gpu_message(repository, 'tritonserver sees no GPU')}\n{refusal}\n{message}"
+    return message
+
+
 class TritonServer:
     """A tritonserver process; use as a context manager or call start() and stop()."""
 
@@ -146,18 +180,26 @@ class TritonServer:
 
     def start(self, timeout: float = 180.0) -> "TritonServer":
         check_repository(self.repository)
+        check_device(self.repository)
         for role, port in self.ports.items():
             check_port_free(self.host, port, role)
-        binary = find_tritonserver()
+        self.launch(find_tritonserver())
+        return self.wait_ready(timeout)
+
+    def launch(self, binary: TritonBinary) -> None:
+        """Start the process without start()'s checks; wait_ready() then says whether it came up."""
         log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             self.command(binary), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **binary.env}, start_new_session=True
         )
         log.close()
+
+    def wait_ready(self, timeout: float) -> "TritonServer":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServeError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
+                log = self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
+                raise ServeError(exit_message(self.repository, self.process.returncode, log))
             if self.ready():
                 return self
             time.sleep(0.5)

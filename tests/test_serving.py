@@ -248,8 +248,6 @@ def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, caps
     assert main(["export", "--run", str(tiny_run), "--output", str(tmp_path / "strict"), "--exclude-seen"]) == 0
     assert json.loads((tmp_path / "strict" / "t4r_export.json").read_text())["exclude_seen"] is True
     assert "stopping tritonserver" in printed
-    assert main(["export", "--run", str(tiny_run), "--output", str(tmp_path / "gpu"), "--target", "gpu"]) == 1
-    assert "not implemented yet" in capsys.readouterr().err
     assert main(["serve", "--repository", str(tmp_path / "missing")]) == 1
     assert "model repository not found" in capsys.readouterr().err
 
