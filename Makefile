@@ -23,7 +23,7 @@ METRICS_PORT ?= 8002
 OVERRIDES ?=
 NPROC ?= 1
 
-.PHONY: setup demo ml100k test preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-quality clean help
+.PHONY: setup demo ml100k test preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-quality fuzz clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -94,6 +94,18 @@ bench-quality: $(SETUP)  ## MovieLens-100K: defaults, each lever, SASRec vs base
 
 bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
 	$(VENV_PYTHON) bench/bench_serve.py --output bench/results/serve.json
+
+bench-load: $(SETUP)  ## 5 min of mixed HTTP/gRPC traffic (1 and 64 sessions, 5% malformed) through the real server -> bench/results/load.json
+	$(VENV_PYTHON) bench/bench_load.py --output bench/results/load.json
+
+FUZZ_TIME ?= 300
+FUZZ_DIR ?= runs/fuzz
+
+fuzz: $(SETUP)  ## FUZZ_TIME=300 s of atheris on the TFRecord framing + Example decoder; corpus and crash-* files under FUZZ_DIR=runs/fuzz
+	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/crashes
+	$(VENV_PYTHON) tests/fuzz/fuzz_records.py $(FUZZ_DIR)/corpus tests/fuzz/corpus tests/fuzz/crashes \
+		-max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=20 -rss_limit_mb=3072 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_DIR)/crashes/
 
 .PHONY: gpu-check
 gpu-check: $(SETUP)  ## on a GPU machine: demo on the GPU, export --target gpu, serve, parity, bench-train, bench-serve (8 min) -> bench/results/gpu_check.json

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 import warnings
@@ -242,7 +243,9 @@ class TuneConfig:
 
 @dataclass
 class AppConfig:
-    seed: int = _field(42, "Seed for every random choice (sampling, shuffling, initialisation).")
+    seed: int = _field(
+        42, "Seed for every random choice (sampling, shuffling, initialisation).", minimum=0, maximum=2**32 - 1
+    )
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
@@ -323,7 +326,13 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if annotation is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+            return number
         raise ConfigError(f"{path}: expected a number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
@@ -416,7 +425,10 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             if not isinstance(node.get(parent), dict):
                 node[parent] = {}
             node = node[parent]
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        except (yaml.YAMLError, RecursionError) as error:
+            raise ConfigError(f"override '{key.strip()}': value {raw[:80]!r} is not a YAML scalar ({error})") from None
     return values
 
 
@@ -428,9 +440,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a configuration file") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     values = apply_overrides(values, overrides or [])

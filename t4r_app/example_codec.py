@@ -72,6 +72,16 @@ def _read_varint(buf, pos, end):
 
 
 @numba.njit(cache=True)
+def _fits(size, pos, end):
+    """Whether a declared length ``size`` (uint64) fits in buf[pos:end].
+
+    Compared unsigned, before any conversion: a 10-byte varint such as 2**64 - 11 would
+    otherwise become a negative int64 and move the position backwards (an endless loop).
+    """
+    return pos >= 0 and pos <= end and size <= np.uint64(end - pos)
+
+
+@numba.njit(cache=True)
 def _skip_field(buf, pos, end, wire_type):
     if wire_type == 0:
         _, pos = _read_varint(buf, pos, end)
@@ -82,7 +92,7 @@ def _skip_field(buf, pos, end, wire_type):
         return pos + 4 if pos + 4 <= end else -1
     if wire_type == 2:
         size, pos = _read_varint(buf, pos, end)
-        if pos < 0 or pos + np.int64(size) > end:
+        if not _fits(size, pos, end):
             return -1
         return pos + np.int64(size)
     return -1
@@ -102,7 +112,7 @@ def _key_equals(buf, start, stop, key):
 def _read_length(buf, pos, end):
     """Read a length prefix; return (body_start, body_stop), body_start -1 when malformed."""
     size, pos = _read_varint(buf, pos, end)
-    if pos < 0 or pos + np.int64(size) > end:
+    if not _fits(size, pos, end):
         return -1, -1
     return pos, pos + np.int64(size)
 
@@ -188,7 +198,7 @@ def _next_field_one(buf, pos, end):
             return _BROKEN, _BROKEN
         if tag >> np.uint64(3) == 1 and tag & np.uint64(7) == 2:
             size, pos = _read_varint(buf, pos, end)
-            if pos < 0 or pos + np.int64(size) > end:
+            if not _fits(size, pos, end):
                 return _BROKEN, _BROKEN
             return pos, pos + np.int64(size)
         pos = _skip_field(buf, pos, end, np.int64(tag & np.uint64(7)))
@@ -210,7 +220,7 @@ def _map_entry(buf, pos, end):
         wire = np.int64(tag & np.uint64(7))
         if (field == 1 or field == 2) and wire == 2:
             size, pos = _read_varint(buf, pos, end)
-            if pos < 0 or pos + np.int64(size) > end:
+            if not _fits(size, pos, end):
                 return _BROKEN, _BROKEN, 0, 0
             if field == 1:
                 key_start, key_stop = pos, pos + np.int64(size)

@@ -37,6 +37,7 @@ from merlin.systems.dag.ensemble import Ensemble
 
 import nvtabular as nvt
 from nvtabular import ops
+from t4r_app.atomic import building
 from t4r_app.errors import ExportError, RunError, ServeError
 from t4r_app.item_features import FEATURES_FILE
 from t4r_app.model import max_sequence_length, vocabulary_size
@@ -166,10 +167,14 @@ def export_run(
     vocabulary_movies = len(pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING))
     if not 1 <= top_k <= vocabulary_movies:
         raise ExportError(f"--top-k must be between 1 and the number of movies ({vocabulary_movies}), got {top_k}")
-    output = Path(output)
-    if output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
+    # Written into a temporary sibling and renamed into place at the end: an export killed at any
+    # moment leaves the previous repository (or none) at OUTPUT, never a half-written one.
+    with building(output) as partial:
+        _write_repository(run, Path(run_dir), partial, target, top_k, exclude_seen)
+    return Path(output)
+
+
+def _write_repository(run: LoadedRun, run_dir: Path, output: Path, target: str, top_k: int, exclude_seen: bool | None) -> None:
     exclude_seen = run_exclude_seen(run) if exclude_seen is None else exclude_seen
     executor_config, _ = build_ensemble(run, top_k, exclude_seen).export(
         str(output), runtime=PythonBackendRuntime(), name=ENSEMBLE_NAME
@@ -187,7 +192,6 @@ def export_run(
     info = {"run_dir": str(Path(run_dir).resolve()), "target": target, "top_k": top_k, "model": ENSEMBLE_NAME,
             "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen}
     (output / EXPORT_INFO).write_text(json.dumps(info, indent=2))
-    return output
 
 
 def copy_run_model(run_dir: Path, destination: Path) -> None:

@@ -45,7 +45,8 @@ import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
 from t4r_app.errors import DataImportError
-from t4r_app.seed_layout import ShardWriter, titles_path, write_titles, write_zip
+from t4r_app.seed_layout import ZIP_NAME, ShardWriter, titles_path, write_titles, write_zip
+from t4r_app.sources import IMPORT_INCOMPLETE
 
 STATS_FILE = "import_stats.json"
 DEFAULT_SESSION_GAP = 3600
@@ -614,6 +615,12 @@ def import_log(
         raise ValueError(f"session_gap must be >= 0 and shards >= 1, got {session_gap} and {shards}")
     log = read_log(input_path, format_name)
     output = Path(output)
+    # Marked incomplete before anything is written, unmarked after the stats: preprocess refuses
+    # an input under a marked folder (a killed import), and the stats and zip go first.
+    output.mkdir(parents=True, exist_ok=True)
+    (output / IMPORT_INCOMPLETE).write_text("t4r-app import is writing this folder, or was killed while it did\n")
+    for stale in (STATS_FILE, ZIP_NAME):
+        (output / stale).unlink(missing_ok=True)
     order, offsets = cut_sessions(log.users, log.timestamps, session_gap)
     shard_paths = _write_records(log, order, offsets, output, min(shards, len(offsets) - 1), seed)
     if log.has_titles:
@@ -648,6 +655,7 @@ def import_log(
         zip=str(write_zip(output, layout_files)),
     )
     (output / STATS_FILE).write_text(json.dumps(asdict(stats), indent=2))
+    (output / IMPORT_INCOMPLETE).unlink()
     return stats
 
 

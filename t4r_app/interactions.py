@@ -16,11 +16,11 @@ from workflow.sequences import INTERACTION_COLUMNS
 
 
 def known_movie_mask(titles: dict[int, str] | None) -> np.ndarray | None:
+    """The sorted movie ids that have a title (not a dense mask: a titles file may name
+    movie 10**15, which must not allocate a petabyte)."""
     if titles is None:
         return None
-    mask = np.zeros(max(titles, default=-1) + 1, dtype=bool)
-    mask[list(titles)] = True
-    return mask
+    return np.array(sorted(titles), dtype=np.int64)
 
 
 class _PartWriter:

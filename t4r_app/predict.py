@@ -28,13 +28,18 @@ class PredictSummary:
     exclude_seen: bool  # whether the sessions' own movies were left out
 
 
+def _short(value, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _movie_list(value, where: str) -> list[int]:
     if value is None:
         return []
     if hasattr(value, "tolist"):
         value = value.tolist()
     if not isinstance(value, list) or any(isinstance(m, bool) or not isinstance(m, int) for m in value):
-        raise PredictInputError(f"{where}: '{MOVIES}' must be a list of integer movie ids, got {value!r}")
+        raise PredictInputError(f"{where}: '{MOVIES}' must be a list of integer movie ids, got {_short(value)}")
     return value
 
 
@@ -46,27 +51,45 @@ def read_sessions(path: str | Path) -> tuple[list, list[list[int]]]:
     if path.suffix == ".parquet" or path.is_dir():
         import pandas as pd
 
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise PredictInputError(f"{path}: not a readable parquet file ({str(error)[:300]})") from None
         if MOVIES not in frame:
             raise PredictInputError(f"{path}: no '{MOVIES}' column (columns: {', '.join(frame.columns)})")
         ids = frame[SESSION_ID].tolist() if SESSION_ID in frame else list(range(len(frame)))
         sessions = [_movie_list(v, f"{path}, row {i}") for i, v in enumerate(frame[MOVIES])]
         return [i.item() if hasattr(i, "item") else i for i in ids], sessions
     ids, sessions = [], []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PredictInputError(f"{where}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict) or MOVIES not in row:
-                raise PredictInputError(f"{where}: expected an object with '{MOVIES}'")
-            ids.append(row.get(SESSION_ID, number))
-            sessions.append(_movie_list(row[MOVIES], where))
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                session_id, movies = parse_session_line(line, number, f"{path}, line {number}")
+                ids.append(session_id)
+                sessions.append(movies)
+    except UnicodeDecodeError as error:
+        raise PredictInputError(f"{path}, after line {number}: not UTF-8 text ({error.reason})") from None
     return ids, sessions
+
+
+def parse_session_line(line: str, number: int, where: str) -> tuple[object, list[int]]:
+    """(session id, raw movie ids) of one JSON line; the id defaults to the line number.
+
+    Any JSON value is kept as the id; movie ids may be any integer (ids the run does not
+    know, however large, are left out and listed as unknown).
+    """
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise PredictInputError(f"{where}: not valid JSON ({error.msg})") from None
+    except (ValueError, RecursionError) as error:  # a number of over 4300 digits; nesting too deep
+        raise PredictInputError(f"{where}: not usable JSON ({str(error)[:200]})") from None
+    if not isinstance(row, dict) or MOVIES not in row:
+        raise PredictInputError(f"{where}: expected an object with '{MOVIES}'")
+    return row.get(SESSION_ID, number), _movie_list(row[MOVIES], where)
 
 
 def make_recommender(run_dir: str | Path, server: str | None = None, protocol: str | None = None):

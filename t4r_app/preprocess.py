@@ -11,12 +11,17 @@ Outputs under DATA_DIR::
                        only in the titles file come last, with 0 interactions
     stats.json         counts that reconcile from records read to examples written
     config.yaml        the resolved configuration of this run
+
+stats.json is the completion mark: it is removed first and written last (atomically), so a
+run killed at any moment leaves a DATA_DIR without it, which ``train`` refuses
+(``check_complete``); a rerun clears the earlier outputs and writes them again, identically.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -51,6 +56,35 @@ from workflow.sequences import (
 from workflow.splits import ROLES, SplitRule
 
 ROWS_PER_PARTITION = 2_000_000
+STATS_FILE = "stats.json"
+# What a run writes, cleared before it starts again (other files in DATA_DIR are left alone).
+OUTPUTS = ("interactions", "sequences", "categories", "workflow", *ROLES, "item_mapping.parquet")
+
+
+def check_complete(data_dir: str | Path) -> None:
+    """Refuse a DATA_DIR that a killed (or failed) preprocess left half-written."""
+    data_dir = Path(data_dir)
+    if not (data_dir / STATS_FILE).is_file():
+        raise PreprocessError(
+            f"{data_dir} looks half-written (no {STATS_FILE}, which preprocess writes last): "
+            "the preprocess run that wrote it did not finish; run `t4r-app preprocess` again into it"
+        )
+
+
+def _clear_outputs(output: Path) -> None:
+    (output / STATS_FILE).unlink(missing_ok=True)  # first: from here on the folder is incomplete
+    for name in OUTPUTS:
+        path = output / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 @dataclass
@@ -86,8 +120,28 @@ def dask_client(settings: DaskConfig) -> Iterator[object | None]:
         set_dask_client(client)
         try:
             yield client
+        except _worker_lost_errors() as error:
+            # A worker died and the cluster gave its tasks up: nothing was marked complete.
+            raise PreprocessError(
+                f"a Dask worker died during the run ({_describe(error)}); the outputs were not "
+                "marked complete (no stats.json): run `t4r-app preprocess` again"
+            ) from error
         finally:
             set_dask_client(None)
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        return f"{type(error).__name__}: {error}"
+    except Exception:  # KilledWorker's str() needs the worker's state, which may not have travelled
+        return type(error).__name__
+
+
+def _worker_lost_errors() -> tuple[type[BaseException], ...]:
+    from distributed import KilledWorker
+    from distributed.comm.core import CommClosedError
+
+    return (KilledWorker, CommClosedError)
 
 
 def read_parquet_columns(directory: Path, columns: list[str]) -> pa.Table:
@@ -178,6 +232,7 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
     # their own working directory: a relative path would land there, not under the client's.
     output = Path(output_dir).absolute()
     output.mkdir(parents=True, exist_ok=True)
+    _clear_outputs(output)
     save_config(config, output / "config.yaml")
     source = resolve_source(input_path, titles_path)
     titles = source.load_titles()
@@ -237,7 +292,7 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
     stats["items_titles_only"] = title_only
     timings["total"] = time.perf_counter() - started
     stats["timings_s"] = {name: round(seconds, 3) for name, seconds in timings.items()}
-    (output / "stats.json").write_text(json.dumps(stats, indent=2))
+    _write_atomically(output / STATS_FILE, json.dumps(stats, indent=2))
     return PreprocessResult(output, stats)
 
 

@@ -7,6 +7,7 @@ Every record read ends up either kept or rejected with a reason, so that
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -68,7 +69,7 @@ class SessionRecordReader:
     def __init__(self, source: SessionSource, on_bad_record: str, known_movies: np.ndarray | None):
         self.source = source
         self.on_bad_record = on_bad_record
-        # known_movies[m] is True when movie m has a title; None disables that check.
+        # Sorted ids of the movies that have a title; None disables that check.
         self.known_movies = known_movies
         self.stats = ReadStats()
 
@@ -110,7 +111,7 @@ class SessionRecordReader:
                     if len(pending) >= DECODE_BATCH_RECORDS:
                         yield from self._flush(shard, pending)
                         pending = []
-            except (OSError, EOFError, zipfile.BadZipFile) as error:  # broken gzip stream or zip member
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # broken gzip stream or zip member
                 yield from self._flush(shard, pending)
                 pending = []
                 self.stats.records_read += 1
@@ -171,10 +172,7 @@ class SessionRecordReader:
             (any_per_record(decoded.timestamps < 0), "negative_timestamp"),
         ]
         if self.known_movies is not None:
-            movies = decoded.movies
-            in_range = (movies >= 0) & (movies < len(self.known_movies))
-            known = np.zeros(len(movies), dtype=bool)
-            known[in_range] = self.known_movies[movies[in_range]]
+            known = np.isin(decoded.movies, self.known_movies)
             checks.append((any_per_record(~known), "movie_without_title"))
         for mask, reason in checks:
             fresh = mask & (reasons == "")
@@ -190,7 +188,7 @@ class SessionRecordReader:
         if reason == "negative_movie_index":
             return f"movieIndices holds {int(movies[movies < 0][0])}"
         if reason == "movie_without_title":
-            unknown = [int(m) for m in movies if m < 0 or m >= len(self.known_movies) or not self.known_movies[m]]
+            unknown = movies[~np.isin(movies, self.known_movies)].tolist()
             return f"movieIndices holds {unknown[0]}, which has no title in the titles file"
         if reason == "negative_timestamp":
             times = decoded.timestamps[start : start + decoded.length[index]]

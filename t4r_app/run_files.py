@@ -18,6 +18,7 @@ from merlin.io import Dataset
 from merlin.schema import Schema
 from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
+from t4r_app.atomic import building, leftovers
 from t4r_app.config import AppConfig, load_config
 from t4r_app.errors import RunError
 from t4r_app.item_features import FEATURES_FILE, ItemFeatures
@@ -66,15 +67,16 @@ def save_model(
     model: torch.nn.Module, schema: Schema, run_dir: Path, data_dir: Path, features: ItemFeatures | None = None
 ) -> Path:
     """Weights, schema, item features, movie mapping, ETL workflow: what inference and export need, without the data dir."""
+    # Written beside RUN_DIR/model and renamed into place: a kill never leaves a half-saved model.
     directory = Path(run_dir) / MODEL_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), directory / WEIGHTS)
-    if features is not None:
-        features.save(directory / FEATURES_FILE)
-    TensorflowMetadata.from_merlin_schema(schema).to_proto_text_file(str(directory), SCHEMA)
-    shutil.copyfile(Path(data_dir) / ITEM_MAPPING, directory / ITEM_MAPPING)
-    # The fitted NVTabular workflow goes along, so that export needs nothing but the run.
-    shutil.copytree(Path(data_dir) / "workflow", directory / ETL_WORKFLOW, dirs_exist_ok=True)
+    with building(directory) as partial:
+        torch.save(model.state_dict(), partial / WEIGHTS)
+        if features is not None:
+            features.save(partial / FEATURES_FILE)
+        TensorflowMetadata.from_merlin_schema(schema).to_proto_text_file(str(partial), SCHEMA)
+        shutil.copyfile(Path(data_dir) / ITEM_MAPPING, partial / ITEM_MAPPING)
+        # The fitted NVTabular workflow goes along, so that export needs nothing but the run.
+        shutil.copytree(Path(data_dir) / "workflow", partial / ETL_WORKFLOW, dirs_exist_ok=True)
     return directory
 
 
@@ -110,7 +112,11 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     info = read_run_info(run_dir)
     weights = run_dir / MODEL_DIR / WEIGHTS
     if not weights.is_file():
-        raise RunError(f"{run_dir} has no trained model ({weights} is missing): did training finish?")
+        half_saved = " (a model was being saved when it stopped)" if leftovers(run_dir / MODEL_DIR) else ""
+        raise RunError(
+            f"{run_dir} has no trained model ({weights} is missing): training did not finish{half_saved}; "
+            f"continue it with `t4r-app train --data DATA_DIR --output {run_dir} --resume`, or train it again"
+        )
     config = load_config(run_dir / CONFIG)
     schema = item_schema(TensorflowMetadata.from_proto_text_file(str(run_dir / MODEL_DIR), SCHEMA).to_merlin_schema())
     features = ItemFeatures.load(run_dir / MODEL_DIR / FEATURES_FILE)

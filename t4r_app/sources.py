@@ -56,11 +56,17 @@ def _is_shard_name(name: str) -> bool:
     return ".tfrecord" in base or base.endswith(".tfrec")
 
 
+# Movie ids are int64 in the records; a titles key beyond that cannot match any of them.
+MAX_MOVIE_INDEX = 2**63 - 1
+
+
 def parse_titles(raw: bytes, name: str) -> dict[int, str]:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{name}: not valid JSON ({error})") from error
+    except (ValueError, RecursionError) as error:  # a number of over 4300 digits; nesting too deep
+        raise InputError(f"{name}: not a usable titles file ({str(error)[:200]})") from None
     if not isinstance(data, dict):
         raise InputError(f"{name}: expected an object {{\"0\": \"title\", ...}}, got {type(data).__name__}")
     titles = {}
@@ -71,6 +77,8 @@ def parse_titles(raw: bytes, name: str) -> dict[int, str]:
             raise InputError(f"{name}: key {key!r} is not an integer movie index") from None
         if movie < 0:
             raise InputError(f"{name}: key {key!r} is a negative movie index")
+        if movie > MAX_MOVIE_INDEX:
+            raise InputError(f"{name}: key {key[:40]!r} is beyond the int64 movie ids of the records")
         if not isinstance(title, str):
             raise InputError(f"{name}: title of movie {key} is {title!r}, not a string")
         titles[movie] = title
@@ -180,8 +188,25 @@ def _from_glob(pattern: str) -> SessionSource:
     return _from_files(f"glob {pattern}", files, titles)
 
 
+# `t4r-app import` writes this into its OUTPUT first and removes it last: an input beside or
+# under it was left half-written by an import that did not finish.
+IMPORT_INCOMPLETE = ".t4r-import-incomplete"
+
+
+def check_not_half_imported(input_path: str) -> None:
+    plain = input_path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+    path = Path(plain or ".").absolute()
+    for folder in [path, *path.parents][:4]:
+        if (folder / IMPORT_INCOMPLETE).is_file():
+            raise InputError(
+                f"{input_path} looks half-written: `t4r-app import` into {folder} did not finish "
+                f"({folder / IMPORT_INCOMPLETE} is still there); run the import again"
+            )
+
+
 def resolve_source(input_path: str, titles_path: str | None = None) -> SessionSource:
     """Resolve a zip, a directory or a glob; ``titles_path`` overrides the titles file found."""
+    check_not_half_imported(input_path)
     path = Path(input_path)
     if any(ch in input_path for ch in "*?["):
         source = _from_glob(input_path)

@@ -24,6 +24,9 @@ _CRC_MASK_DELTA = 0xA282EAD8
 # with 3 features of even 10M values stays far below it, and it stops one bad header from
 # allocating gigabytes.
 MAX_RECORD_BYTES = 1 << 30
+# Bodies longer than this are read piece by piece, so that memory grows with the bytes
+# actually there, not with the length a header declares (a buffered ``read(n)`` allocates n).
+READ_CHUNK_BYTES = 1 << 20
 
 # Problems a framed record can have. After any but a payload checksum mismatch the rest of
 # the file cannot be trusted, so reading stops there.
@@ -66,7 +69,7 @@ def read_framed_records(stream: BinaryIO) -> Iterator[FramedRecord]:
         if masked_crc32c(header[:8]) != length_crc or length > MAX_RECORD_BYTES:
             yield FramedRecord(number, offset, None, NOT_TFRECORD if number == 0 else CORRUPT_HEADER)
             return
-        body = stream.read(length + _FOOTER.size)
+        body = _read_up_to(stream, length + _FOOTER.size)
         if len(body) < length + _FOOTER.size:
             yield FramedRecord(number, offset, None, TRUNCATED_RECORD)
             return
@@ -76,6 +79,21 @@ def read_framed_records(stream: BinaryIO) -> Iterator[FramedRecord]:
         yield FramedRecord(number, offset, payload, problem)
         number += 1
         offset += _HEADER.size + length + _FOOTER.size
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Read ``size`` bytes or until the end of the stream, in chunks of READ_CHUNK_BYTES."""
+    if size <= READ_CHUNK_BYTES:
+        return stream.read(size)
+    chunks = []
+    left = size
+    while left > 0:
+        chunk = stream.read(min(left, READ_CHUNK_BYTES))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def write_framed_record(stream: BinaryIO, payload: bytes) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,11 +31,15 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers4rec.config.trainer import T4RecTrainingArguments
 
 from t4r_app import distributed
+from t4r_app.atomic import leftovers
 from t4r_app.config import AppConfig, save_config
-from t4r_app.errors import TrainingError
+from t4r_app.errors import PreprocessError, TrainingError
 from t4r_app.item_features import build_item_features, features_for_saving, withheld_movies
 from t4r_app.model import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
-from t4r_app.run_files import CHECKPOINTS, CONFIG, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info
+from t4r_app.preprocess import check_complete
+from t4r_app.run_files import (
+    CHECKPOINTS, CONFIG, MODEL_DIR, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info,
+)
 from t4r_app.sequences_io import ItemSequences, read_split, resolve_exclude_seen
 from t4r_app.train_data import WindowDataset, WindowLoader, cut_windows, training_histories
 from t4r_app.training_log import TrainingLog, TrainingProgress
@@ -107,19 +113,85 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _check_complete(data_dir: Path) -> None:
+    try:
+        check_complete(data_dir)
+    except PreprocessError as error:
+        raise TrainingError(str(error)) from None
+
+
 def _check_data(data_dir: Path) -> None:
+    if (data_dir / CONFIG).is_file():  # preprocess started here: say so if it did not finish
+        _check_complete(data_dir)
     for split in ("train", "valid"):
         if not (data_dir / split / "schema.pbtxt").is_file():
             raise TrainingError(f"{data_dir / split} has no schema.pbtxt: is {data_dir} the output of `t4r-app preprocess`?")
+    _check_complete(data_dir)
+
+
+# Written into a checkpoint after the Trainer has saved all of it (on_save): a checkpoint
+# without it was being written when the run was killed, and --resume passes it over.
+CHECKPOINT_COMPLETE = "t4r_complete"
+
+
+class MarkCompleteCheckpoints(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / CHECKPOINT_COMPLETE).touch()
+        return control
+
+
+def _checkpoint_step(folder: Path) -> int:
+    try:
+        return int(folder.name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+# In RUN_DIR/checkpoints of every run that marks its checkpoints (all but runs from before the marks).
+MARKS_CHECKPOINTS = ".t4r_marks_checkpoints"
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint saved whole; runs from before the mark fall back to the Trainer's rule."""
+    if not checkpoints.is_dir():
+        return None
+    folders = [f for f in checkpoints.glob("checkpoint-*") if f.is_dir() and _checkpoint_step(f) >= 0]
+    if not (checkpoints / MARKS_CHECKPOINTS).is_file() and not any((f / CHECKPOINT_COMPLETE).is_file() for f in folders):
+        return get_last_checkpoint(str(checkpoints))
+    complete = [f for f in folders if (f / CHECKPOINT_COMPLETE).is_file()]
+    return str(max(complete, key=_checkpoint_step)) if complete else None
+
+
+def _drop_incomplete_checkpoints(checkpoints: Path, last: str) -> None:
+    """Checkpoints a killed run was writing (after the last complete one), and a half-saved model."""
+    for folder in checkpoints.glob("checkpoint-*"):
+        if _checkpoint_step(folder) > _checkpoint_step(Path(last)):
+            print(f"--resume: removing {folder}, which the interrupted run did not finish writing", flush=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
     checkpoints = run_dir / CHECKPOINTS
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = last_complete_checkpoint(checkpoints)
     if resume and last is None:
-        raise TrainingError(f"--resume: {checkpoints} has no checkpoint to continue from")
+        raise TrainingError(
+            f"--resume: {checkpoints} has no checkpoint to continue from "
+            "(the run stopped before its first complete checkpoint): train again without --resume"
+        )
     if not resume and last is not None:
         raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --output")
+    if distributed.is_main_process():
+        if resume:
+            _drop_incomplete_checkpoints(checkpoints, last)
+        else:  # only checkpoints a run killed during its first save: start afresh
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            checkpoints.mkdir(parents=True)
+            (checkpoints / MARKS_CHECKPOINTS).touch()
+        for stale in leftovers(run_dir / MODEL_DIR):
+            shutil.rmtree(stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     return last
 
@@ -223,6 +295,7 @@ def train(
         callbacks=[
             EarlyStopping(config.train.patience, config.train.min_epochs, config.train.time_budget_s),
             *([TrainingLog(run_dir)] if main_process else []),
+            MarkCompleteCheckpoints(),
             *(callbacks or []),
         ],
     )
@@ -237,7 +310,9 @@ def train(
     result = _summarise(trainer.state, run_dir, seconds, train_sequences, steps_per_epoch, config.train.batch_size, first_step)
     if main_process:
         save_model(trainer.model, schema, run_dir, data_dir, features_for_saving(config.model, features))
-        (run_dir / "metrics.json").write_text(json.dumps(asdict(result), indent=2, default=str))
+        metrics = run_dir / f".metrics.json.partial-{os.getpid()}"
+        metrics.write_text(json.dumps(asdict(result), indent=2, default=str))
+        os.replace(metrics, run_dir / "metrics.json")
     return result
 
 

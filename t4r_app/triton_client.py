@@ -17,7 +17,16 @@ from t4r_app.errors import ServerError
 from t4r_app.export import ENSEMBLE_NAME
 from t4r_app.recommender import FALLBACK, Recommendation
 from t4r_app.run_files import known_movies
-from t4r_app.serving_ops import EXCLUDE_SEEN_PARAMETER, MOVIE_IDS, NO_MOVIE, OFFSETS_INPUT, SCORES, VALUES_INPUT
+from t4r_app.serving_ops import (
+    EXCLUDE_SEEN_PARAMETER,
+    MAX_MOVIES_PER_REQUEST,
+    MAX_SESSIONS_PER_REQUEST,
+    MOVIE_IDS,
+    NO_MOVIE,
+    OFFSETS_INPUT,
+    SCORES,
+    VALUES_INPUT,
+)
 
 GRPC_DEFAULT_PORT = 8001
 
@@ -27,6 +36,20 @@ def parse_address(address: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ServerError(f"--server must look like HOST:PORT, got '{address}'")
     return host, int(port)
+
+
+def request_batches(sessions: list[list[int]]) -> list[tuple[int, int]]:
+    """(start, stop) runs of sessions that each fit in one request (the server's limits)."""
+    batches, start, movies = [], 0, 0
+    for index, session in enumerate(sessions):
+        full = index - start >= MAX_SESSIONS_PER_REQUEST or movies + len(session) > MAX_MOVIES_PER_REQUEST
+        if full and index > start:  # a single session over the movie limit goes alone; the server says why
+            batches.append((start, index))
+            start, movies = index, 0
+        movies += len(session)
+    if len(sessions) > start or not batches:
+        batches.append((start, len(sessions)))
+    return batches
 
 
 def encode_request(sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +110,13 @@ class TritonRecommender:
         return self._exclude_seen
 
     def infer(self, sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ids and scores for any number of sessions, in as many requests as the server's limits need."""
+        answers = [self._infer_one(sessions[start:stop]) for start, stop in request_batches(sessions)]
+        if len(answers) == 1:
+            return answers[0]
+        return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
+
+    def _infer_one(self, sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         values, offsets = encode_request(sessions)
         inputs = [
             self.module.InferInput(VALUES_INPUT, list(values.shape), "INT64"),

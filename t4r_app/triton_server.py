@@ -134,6 +134,29 @@ def exit_message(repository: Path, returncode: int, log: str, tail_lines: int = 
     return message
 
 
+def process_tree_rss_mb(pid: int) -> float:
+    """VmRSS of ``pid`` and all its descendants, in MB, read from /proc (0 where there is none)."""
+    proc = Path("/proc")
+    children: dict[int, list[int]] = {}
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if entry.name.isdigit():
+            try:  # the parent pid is the second field after the ")" that closes the command name
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    total_kb, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo += children.get(current, [])
+        try:
+            status = (proc / str(current) / "status").read_text()
+        except OSError:
+            continue
+        total_kb += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return round(total_kb / 1024, 1)
+
+
 class TritonServer:
     """A tritonserver process; use as a context manager or call start() and stop()."""
 
@@ -212,6 +235,12 @@ class TritonServer:
                 return response.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its children (the python backend's stubs), in MB; 0 once stopped."""
+        if self.process is None or self.process.poll() is not None:
+            return 0.0
+        return process_tree_rss_mb(self.process.pid)
 
     def log_tail(self, lines: int = 25) -> str:
         if not self.log_path.is_file():

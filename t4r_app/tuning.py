@@ -14,7 +14,7 @@ from pathlib import Path
 
 from t4r_app.config import AppConfig, save_config
 from t4r_app.errors import TrainingError
-from t4r_app.training import train
+from t4r_app.training import last_complete_checkpoint, train
 
 CSV_FILE = "tune.csv"
 PLOT_FILE = "tune.png"
@@ -51,7 +51,7 @@ def tune(config: AppConfig, data_dir: str | Path, output: str | Path, progress: 
         trial_config.model.last_item_mask_share = share
         run_dir = output / "trials" / f"mask{probability:g}_last{share:g}"
         print(f"tune: trial {index}/{len(grid(config))}: mask_probability={probability:g} last_item_mask_share={share:g}")
-        result = train(trial_config, data_dir, run_dir, resume=(run_dir / "checkpoints").is_dir(), progress=progress)
+        result = train(trial_config, data_dir, run_dir, resume=last_complete_checkpoint(run_dir / "checkpoints") is not None, progress=progress)
         trials.append(
             Trial(probability, share, round(result.best_valid_ndcg, 6), result.best_epoch, result.train_seconds, str(run_dir))
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import numpy as np
 import pandas as pd
@@ -23,12 +24,18 @@ from t4r_app.model import max_sequence_length
 from t4r_app.recommender import Recommender
 from t4r_app.run_files import load_run
 from t4r_app.scoring import score_batch
+from t4r_app.serving_ops import MAX_MOVIES_PER_REQUEST, MAX_SESSIONS_PER_REQUEST
 from t4r_app.sequences_io import read_split
 from t4r_app.triton_client import TritonRecommender, encode_request
 from t4r_app.triton_server import TritonServer, find_tritonserver, free_port
 from test_predict import with_seen_rule
 
 TOP_K = 10
+# Bounds for hostile requests, loose enough for a busy 2-core machine: each answer or error
+# within this many seconds, and the server (tritonserver and its python stub) within this memory.
+HOSTILE_SECONDS = 120.0
+SERVER_RSS_BOUND_MB = 2048.0
+SERVER_RSS_GROWTH_BOUND_MB = 512.0
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +164,20 @@ def _still_answers(server, tiny_run, in_process, session):
         client.close()
 
 
+OFFSETS_MUST_FIT = "must start at 0, never decrease and end at the number of values"
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
         ("wrong_dtype", "FP32"),
         ("missing_input", "movieIndices__offsets"),
-        ("offsets_past_the_values", "must start at 0, never decrease and end at the number of values \\(2\\)"),
+        ("offsets_past_the_values", f"{OFFSETS_MUST_FIT} \\(2\\)"),
+        ("negative_offsets", OFFSETS_MUST_FIT),
+        ("negative_first_offset", OFFSETS_MUST_FIT),
+        ("huge_offsets", OFFSETS_MUST_FIT),
+        ("ten_thousand_sessions", f"at most {MAX_SESSIONS_PER_REQUEST} sessions, got 10000: split them"),
+        ("too_many_movies", f"at most {MAX_MOVIES_PER_REQUEST} movies in all its sessions, got {MAX_MOVIES_PER_REQUEST + 1}"),
     ],
 )
 def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_process, raw_sessions, case, message):
@@ -172,10 +187,89 @@ def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_pr
     elif case == "missing_input":
         inputs = [_input("movieIndices__values", values, "INT64")]
     else:
-        inputs = [_input("movieIndices__values", values[:2], "INT64"), _input("movieIndices__offsets", offsets, "INT32")]
+        if case == "offsets_past_the_values":
+            values = values[:2]
+        elif case == "negative_offsets":
+            offsets = -offsets
+        elif case == "negative_first_offset":
+            offsets = offsets.copy()
+            offsets[0] = np.iinfo(np.int32).min
+        elif case == "huge_offsets":
+            offsets = offsets.copy()
+            offsets[1:] = np.iinfo(np.int32).max  # never decreasing, but far past the values
+        elif case == "ten_thousand_sessions":
+            values, offsets = encode_request([raw_sessions[i % len(raw_sessions)] for i in range(10_000)])
+        elif case == "too_many_movies":  # one session over the limit
+            values, offsets = encode_request([np.resize(np.asarray(raw_sessions[0], np.int64), MAX_MOVIES_PER_REQUEST + 1)])
+        inputs = [_input("movieIndices__values", values, "INT64"), _input("movieIndices__offsets", offsets, "INT32")]
+    started = time.monotonic()
     with pytest.raises(Exception, match=message):
         _raw_request(server, inputs)
+    assert time.monotonic() - started < HOSTILE_SECONDS
     assert server.ready()
+    _still_answers(server, tiny_run, in_process, raw_sessions[4])
+
+
+EXTREME_IDS = [2**63 - 1, -(2**63), 2**62, -(2**40), -1, 10**12]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_ids_far_outside_the_catalogue_are_unknown_movies(server, tiny_run, in_process, raw_sessions, protocol):
+    sessions = [EXTREME_IDS, [2**63 - 1], [-(2**63)], raw_sessions[5] + EXTREME_IDS, EXTREME_IDS + raw_sessions[6]]
+    client = TritonRecommender(server.http_url if protocol == "http" else server.grpc_url, tiny_run, protocol)
+    started = time.monotonic()
+    try:
+        answers = client.recommend(sessions, top_k=TOP_K)
+    finally:
+        client.close()
+    assert time.monotonic() - started < HOSTILE_SECONDS
+    _assert_same(answers, in_process.recommend(sessions, top_k=TOP_K))
+    assert [answer.fallback for answer in answers] == ["most_popular"] * 3 + [None, None]
+    assert answers[0].unknown_movies == EXTREME_IDS and answers[3].unknown_movies == EXTREME_IDS
+    # unknown ids in front of a session do not change its answer
+    assert answers[4].movies == in_process.recommend([raw_sessions[6]], top_k=TOP_K)[0].movies
+    assert server.ready()
+
+
+def _timed_answers(server, tiny_run, sessions, protocol="http"):
+    """The server's answers, seconds taken, and the server's memory (MB) before and after."""
+    client = TritonRecommender(server.http_url if protocol == "http" else server.grpc_url, tiny_run, protocol)
+    rss_before, started = server.rss_mb(), time.monotonic()
+    try:
+        answers = client.recommend(sessions, top_k=TOP_K)
+    finally:
+        client.close()
+    return answers, time.monotonic() - started, rss_before, server.rss_mb()
+
+
+def _assert_memory_bounded(rss_before, rss_after):
+    assert rss_before > 0  # /proc is readable: the bound below is checked, not skipped
+    assert rss_after < SERVER_RSS_BOUND_MB, f"server RSS {rss_after} MB"
+    assert rss_after - rss_before < SERVER_RSS_GROWTH_BOUND_MB, f"server RSS grew {rss_before} -> {rss_after} MB"
+
+
+def test_ten_thousand_sessions_are_split_over_requests_and_answered(server, tiny_run, in_process, raw_sessions):
+    sessions = [raw_sessions[i % len(raw_sessions)] for i in range(10_000)]
+    sessions[9_999] = EXTREME_IDS
+    answers, seconds, rss_before, rss_after = _timed_answers(server, tiny_run, sessions)
+    assert seconds < HOSTILE_SECONDS and len(answers) == 10_000
+    _assert_memory_bounded(rss_before, rss_after)
+    _assert_same(answers, in_process.recommend(sessions, top_k=TOP_K))
+    _still_answers(server, tiny_run, in_process, raw_sessions[4])
+
+
+def test_hundred_thousand_movies_in_one_session_are_answered(server, tiny_run, in_process, raw_sessions):
+    # only the last max_seq_length - 1 movies are scored; every one of them counts as seen
+    recent = next(session for session in raw_sessions if len(session) >= 10)
+    older = [movie for movie in sorted(in_process.title_of_movie) if movie not in recent][:20]
+    long_session = list(np.resize(np.asarray(older + [10**9], dtype=np.int64), 100_000 - len(recent)).tolist()) + recent
+    sessions = [long_session, raw_sessions[1]]
+    answers, seconds, rss_before, rss_after = _timed_answers(server, tiny_run, sessions, "grpc")
+    assert seconds < HOSTILE_SECONDS
+    _assert_memory_bounded(rss_before, rss_after)
+    _assert_same(answers, in_process.recommend(sessions, top_k=TOP_K))
+    assert not set(answers[0].movies) & set(older)
+    assert answers[0].unknown_movies.count(10**9) > 4000
     _still_answers(server, tiny_run, in_process, raw_sessions[4])
 
 
@@ -231,6 +325,23 @@ def test_request_check_names_the_problem():
     assert "one more entry" in request_problem(values, np.array([0], dtype=np.int32))
     assert "never decrease" in request_problem(values, np.array([0, 2, 1, 3], dtype=np.int32))
     assert "end at the number of values (3)" in request_problem(values, np.array([0, 4], dtype=np.int32))
+    assert "one-dimensional" in request_problem(values.reshape(1, 3), np.array([0, 3], dtype=np.int32))
+    many = np.zeros(MAX_SESSIONS_PER_REQUEST + 2, dtype=np.int32)
+    assert request_problem(np.zeros(0, np.int64), many[:-1]) is None  # exactly the limit of (empty) sessions
+    assert f"at most {MAX_SESSIONS_PER_REQUEST} sessions, got {MAX_SESSIONS_PER_REQUEST + 1}" in request_problem(np.zeros(0, np.int64), many)
+    long = np.zeros(MAX_MOVIES_PER_REQUEST + 1, dtype=np.int64)
+    assert request_problem(long[:-1], np.array([0, MAX_MOVIES_PER_REQUEST], dtype=np.int32)) is None
+    assert "at most 1000000 movies" in request_problem(long, np.array([0, len(long)], dtype=np.int32))
+
+
+def test_large_batches_are_split_into_requests_that_fit():
+    from t4r_app.triton_client import request_batches
+
+    assert request_batches([]) == [(0, 0)]
+    assert request_batches([[1]] * 2050) == [(0, 1024), (1024, 2048), (2048, 2050)]
+    half = [0] * (MAX_MOVIES_PER_REQUEST // 2 + 1)
+    assert request_batches([half, half, [1]]) == [(0, 1), (1, 3)]
+    assert request_batches([[0] * (MAX_MOVIES_PER_REQUEST + 1), [1]]) == [(0, 1), (1, 2)]  # the server says why
 
 
 def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, capsys):
