@@ -427,8 +427,9 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             node = node[parent]
         try:
             node[leaf] = yaml.safe_load(raw) if raw.strip() else None
-        except (yaml.YAMLError, RecursionError) as error:
-            raise ConfigError(f"override '{key.strip()}': value {raw[:80]!r} is not a YAML scalar ({error})") from None
+        except (yaml.YAMLError, RecursionError, ValueError) as error:
+            # ValueError: YAML reads a number of more than 4,300 digits as an int, which Python refuses.
+            raise ConfigError(f"override '{key.strip()}': value {raw[:80]!r} is not a YAML scalar ({str(error)[:200]})") from None
     return values
 
 
@@ -447,6 +448,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         except RecursionError:
             raise ConfigError(f"{path}: nested too deeply to be a configuration file") from None
+        except ValueError as error:  # a number of more than 4,300 digits
+            raise ConfigError(f"{path}: a value cannot be read ({str(error)[:200]})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     values = apply_overrides(values, overrides or [])
