@@ -28,7 +28,7 @@ import pandas as pd
 from t4r_app.evaluation import movie_ids
 from t4r_app.metrics import EXCLUDED
 from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR, LoadedRun, known_movies
+from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR, LoadedRun, scorable_rows
 from t4r_app.scoring import score_batch
 from t4r_app.sequences_io import ItemSequences
 
@@ -151,7 +151,7 @@ class Recommender:
         vocabulary = vocabulary_size(run.schema)
         mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
         self.catalogue = ItemCatalogue.from_mapping(mapping, vocabulary, run_scorable(run))
-        mapping = known_movies(run.run_dir)
+        mapping = scorable_rows(mapping, run.features)  # the run's features are loaded already
         self.item_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["item_id"].tolist()))
         self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
         self.exclude_seen = run_exclude_seen(run)

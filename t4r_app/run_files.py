@@ -89,8 +89,11 @@ def known_movies(run_dir: str | Path) -> pd.DataFrame:
     mapping_path = Path(run_dir) / MODEL_DIR / ITEM_MAPPING
     if not mapping_path.is_file():
         raise RunError(f"{run_dir} has no movie mapping ({mapping_path}): give the RUN_DIR the model (or server) came from")
-    mapping = pd.read_parquet(mapping_path)
-    features = ItemFeatures.load(Path(run_dir) / MODEL_DIR / FEATURES_FILE)
+    return scorable_rows(pd.read_parquet(mapping_path), ItemFeatures.load(Path(run_dir) / MODEL_DIR / FEATURES_FILE))
+
+
+def scorable_rows(mapping: pd.DataFrame, features: ItemFeatures | None) -> pd.DataFrame:
+    """The mapping's rows the model may score (all of them for runs from before titles)."""
     if features is None:
         return mapping
     return mapping[features.scorable[mapping["item_id"].to_numpy()]].reset_index(drop=True)
