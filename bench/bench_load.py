@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_serve import TOP_K, prepare  # noqa: E402
-from t4r_app.export import ENSEMBLE_NAME, export_run  # noqa: E402
-from t4r_app.serving_ops import MAX_SESSIONS_PER_REQUEST, MOVIE_IDS, OFFSETS_INPUT, SCORES, VALUES_INPUT  # noqa: E402
-from t4r_app.triton_client import encode_request  # noqa: E402
-from t4r_app.triton_server import TritonServer, free_port  # noqa: E402
+from t4r_app.serve.export import ENSEMBLE_NAME, export_run  # noqa: E402
+from t4r_app.serve.ensemble_ops import MAX_SESSIONS_PER_REQUEST, MOVIE_IDS, OFFSETS_INPUT, SCORES, VALUES_INPUT  # noqa: E402
+from t4r_app.serve.triton_client import encode_request  # noqa: E402
+from t4r_app.serve.triton_server import TritonServer, free_port  # noqa: E402
 
 BIG_REQUEST = 64
 MALFORMED_KINDS = ("offsets_past_values", "negative_offsets", "wrong_dtype", "too_many_sessions")

@@ -102,7 +102,7 @@ def prepare_data(dataset: str, work: Path, variants: dict[str, list[str]]) -> di
     raw = work / "raw"
     if not (raw / "recommandation.zip").is_file():
         if dataset == "ml-100k":
-            from t4r_app.public_data import fetch_movielens_100k
+            from t4r_app.data.public_data import fetch_movielens_100k
 
             app("import", "--input", str(fetch_movielens_100k()), "--format", "recbole", "--output", str(raw))
         else:
@@ -210,8 +210,8 @@ def time_title_encoding(count: int = 40_000) -> dict:
     """Seconds to encode ``count`` distinct generated titles, the encoder's own load included."""
     import torch
 
-    from t4r_app.synthetic import movie_title
-    from t4r_app.title_vectors import encode_titles
+    from t4r_app.data.synthetic import movie_title
+    from t4r_app.data.title_vectors import encode_titles
 
     titles = [movie_title(movie) for movie in range(count)]
     started = time.perf_counter()

@@ -26,15 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from t4r_app.config import load_config  # noqa: E402
-from t4r_app.export import export_run  # noqa: E402
-from t4r_app.preprocess import preprocess  # noqa: E402
-from t4r_app.recommender import Recommender  # noqa: E402
-from t4r_app.run_files import load_run  # noqa: E402
-from t4r_app.sequences_io import read_split  # noqa: E402
-from t4r_app.synthetic import GenerationSpec, generate_dataset  # noqa: E402
-from t4r_app.training import train  # noqa: E402
-from t4r_app.triton_client import TritonRecommender  # noqa: E402
-from t4r_app.triton_server import TritonServer, free_port  # noqa: E402
+from t4r_app.serve.export import export_run  # noqa: E402
+from t4r_app.data.preprocess import preprocess  # noqa: E402
+from t4r_app.serve.recommender import Recommender  # noqa: E402
+from t4r_app.model.saved_run import load_run  # noqa: E402
+from t4r_app.data.item_sequences import read_split  # noqa: E402
+from t4r_app.data.synthetic import GenerationSpec, generate_dataset  # noqa: E402
+from t4r_app.train.trainer import train  # noqa: E402
+from t4r_app.serve.triton_client import TritonRecommender  # noqa: E402
+from t4r_app.serve.triton_server import TritonServer, free_port  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 TOP_K = 10

@@ -32,10 +32,10 @@ from transformers import TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from t4r_app.config import load_config  # noqa: E402
-from t4r_app.evaluation import evaluate_run  # noqa: E402
-from t4r_app.preprocess import preprocess  # noqa: E402
-from t4r_app.synthetic import GenerationSpec, generate_dataset  # noqa: E402
-from t4r_app.training import train  # noqa: E402
+from t4r_app.evaluate.protocol import evaluate_run  # noqa: E402
+from t4r_app.data.preprocess import preprocess  # noqa: E402
+from t4r_app.data.synthetic import GenerationSpec, generate_dataset  # noqa: E402
+from t4r_app.train.trainer import train  # noqa: E402
 
 USERS, MOVIES = 25_000, 2_000
 WARMUP_STEPS = 10
@@ -81,10 +81,10 @@ def loader_comparison(data_dir: Path, max_length: int, steps: int = 12) -> dict:
     """
     from transformers4rec.torch.utils.data_utils import T4RecDataLoader
 
-    from t4r_app.model import build_model, item_schema
-    from t4r_app.run_files import load_schema
-    from t4r_app.train_data import training_histories
-    from t4r_app.training import training_loader
+    from t4r_app.model.architecture import build_model, item_schema
+    from t4r_app.model.saved_run import load_schema
+    from t4r_app.train.windows import training_histories
+    from t4r_app.train.trainer import training_loader
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
     schema = item_schema(load_schema(data_dir / "train"))
@@ -122,10 +122,10 @@ def profile_step(data_dir: Path, max_length: int, steps: int = 4, top: int = 10)
     """Where a default training step's time goes: torch.profiler's top operators by own CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    from t4r_app.model import build_model, item_schema
-    from t4r_app.run_files import load_schema
-    from t4r_app.train_data import training_histories
-    from t4r_app.training import training_loader
+    from t4r_app.model.architecture import build_model, item_schema
+    from t4r_app.model.saved_run import load_schema
+    from t4r_app.train.windows import training_histories
+    from t4r_app.train.trainer import training_loader
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
     schema = item_schema(load_schema(data_dir / "train"))

@@ -160,7 +160,7 @@ if not torch.cuda.is_available():
 print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))'
 CUDA_SAYS=$(timeout 120 "$PYTHON" -c "$CUDA_CHECK" 2>&1) || fail_fast "$(echo "$CUDA_SAYS" | tail -n 1)"
 echo "   torch, CUDA, GPU: $CUDA_SAYS"
-TRITON_SAYS=$(timeout 120 "$PYTHON" -W ignore -c 'from t4r_app.triton_server import find_tritonserver; print(find_tritonserver().path)' 2>&1) \
+TRITON_SAYS=$(timeout 120 "$PYTHON" -W ignore -c 'from t4r_app.serve.triton_server import find_tritonserver; print(find_tritonserver().path)' 2>&1) \
     || fail_fast "$(echo "$TRITON_SAYS" | tail -n 1)"
 echo "   tritonserver: $TRITON_SAYS"
 
@@ -189,11 +189,11 @@ import pandas as pd
 
 sys.path.insert(0, "bench")
 from bench_serve import load_test
-from t4r_app.recommender import Recommender
-from t4r_app.run_files import load_run
-from t4r_app.sequences_io import read_split
-from t4r_app.triton_client import TritonRecommender
-from t4r_app.triton_server import TritonServer, free_port
+from t4r_app.serve.recommender import Recommender
+from t4r_app.model.saved_run import load_run
+from t4r_app.data.item_sequences import read_split
+from t4r_app.serve.triton_client import TritonRecommender
+from t4r_app.serve.triton_server import TritonServer, free_port
 
 # Stopped by `timeout`: leave through the server's context manager, which stops tritonserver.
 signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by timeout"))

@@ -46,7 +46,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from t4r_app.synthetic import GenerationSpec, generate_dataset
+    from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 
     spec = GenerationSpec(
         users=args.users,
@@ -70,11 +70,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from t4r_app.importers import STATS_FILE, format_summary, import_log
+    from t4r_app.data.importers import STATS_FILE, format_summary, import_log
 
     input_path, format_name = args.input, args.format
     if args.movielens_100k:
-        from t4r_app.public_data import fetch_movielens_100k
+        from t4r_app.data.public_data import fetch_movielens_100k
 
         input_path, format_name = fetch_movielens_100k(), "recbole"
     stats = import_log(input_path, args.output, format_name, args.session_gap, args.shards, args.seed)
@@ -84,7 +84,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
-    from t4r_app.preprocess import format_summary, preprocess
+    from t4r_app.data.preprocess import format_summary, preprocess
 
     config = load_config(args.config, args.overrides)
     result = preprocess(config, args.input, args.output, titles_path=args.titles)
@@ -94,8 +94,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from t4r_app import distributed
-    from t4r_app.training import train
+    from t4r_app.train import distributed
+    from t4r_app.train.trainer import train
 
     if args.nproc > 1 and distributed.world_size() == 1:
         # The ranks run this same command, without --nproc, under torchrun.
@@ -129,8 +129,8 @@ def _without_option(arguments: list[str], option: str) -> list[str]:
 
 def _print_validation_verdicts(run_dir: str) -> None:
     """Whether the finished model beats the baselines on validation (eval.json is left to evaluate)."""
-    from t4r_app.evaluation import evaluate_results
-    from t4r_app.report import verdict_lines
+    from t4r_app.evaluate.protocol import evaluate_results
+    from t4r_app.evaluate.report import verdict_lines
 
     results = evaluate_results(run_dir, splits=("valid",), progress=False)
     print("\n".join(verdict_lines(results, "valid")))
@@ -144,8 +144,8 @@ def _run_config(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from t4r_app.evaluation import evaluate_run
-    from t4r_app.report import REPORT_FILE, SPLIT_TITLES, comparison_table, report_table, slices_table, verdict_lines
+    from t4r_app.evaluate.protocol import evaluate_run
+    from t4r_app.evaluate.report import REPORT_FILE, SPLIT_TITLES, comparison_table, report_table, slices_table, verdict_lines
 
     results = evaluate_run(args.run, data_dir=args.data, progress=not args.quiet)
     for split, title in SPLIT_TITLES.items():
@@ -159,7 +159,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from t4r_app.predict import predict
+    from t4r_app.serve.predict import predict
 
     summary = predict(
         args.run, args.input, args.output, args.top_k, args.exclude_seen, server=args.server, protocol=args.protocol
@@ -211,8 +211,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     import json
 
     from t4r_app.errors import SessionError
-    from t4r_app.predict import make_recommender
-    from t4r_app.titles import find_movie
+    from t4r_app.serve.predict import make_recommender
+    from t4r_app.serve.titles import find_movie
 
     recommender = make_recommender(args.run, args.server, args.protocol)
     session = list(args.session or [])
@@ -238,7 +238,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     import json
 
-    from t4r_app.export import EXPORT_INFO, export_run, target_warning
+    from t4r_app.serve.export import EXPORT_INFO, export_run, target_warning
 
     repository = export_run(args.run, args.output, target=args.target, top_k=args.top_k, exclude_seen=args.exclude_seen)
     info = json.loads((repository / EXPORT_INFO).read_text())
@@ -258,7 +258,7 @@ def _interrupt(signum, frame):
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
-    from t4r_app.triton_server import TritonServer
+    from t4r_app.serve.triton_server import TritonServer
 
     server = TritonServer(
         args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port, log_path=args.log_file
@@ -294,8 +294,8 @@ def _serve_until_stopped(server, args: argparse.Namespace) -> int:
 
 def _try_server(server, args: argparse.Namespace) -> int:
     from t4r_app.errors import ServeError
-    from t4r_app.predict import read_sessions
-    from t4r_app.triton_client import TritonRecommender
+    from t4r_app.serve.predict import read_sessions
+    from t4r_app.serve.triton_client import TritonRecommender
 
     if not args.run:
         raise ServeError("--try-sessions needs --run (the RUN_DIR the repository was exported from)")
@@ -350,7 +350,7 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from t4r_app.tuning import BEST_CONFIG, CSV_FILE, tune
+    from t4r_app.train.tuning import BEST_CONFIG, CSV_FILE, tune
 
     config = load_config(args.config, args.overrides)
     trials, best = tune(config, args.data, args.output, progress=not args.quiet)

@@ -1,8 +1,8 @@
 """Errors that describe a problem with the user's input: the CLI prints them without a traceback."""
 
-from t4r_app.records import BadRecordError
-from t4r_app.sources import InputError
-from t4r_app.titles import TitleError
+from t4r_app.data.records import BadRecordError
+from t4r_app.data.sources import InputError
+from t4r_app.serve.titles import TitleError
 
 
 class PreprocessError(RuntimeError):

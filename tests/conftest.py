@@ -17,7 +17,7 @@ from tfrecord.writer import TFRecordWriter
 warnings.filterwarnings("ignore", message="Initializing an NVTabular Dataset in CPU mode")
 
 from t4r_app.config import load_config  # noqa: E402
-from t4r_app.preprocess import preprocess  # noqa: E402
+from t4r_app.data.preprocess import preprocess  # noqa: E402
 
 
 def session(user: int, movies: list[int], times: list[int]) -> dict:
@@ -112,7 +112,7 @@ def tiny_config(*overrides: str):
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A generated set of 400 users and 60 movies, preprocessed with sequences of at most 20."""
-    from t4r_app.synthetic import GenerationSpec, generate_dataset
+    from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 
     root = tmp_path_factory.mktemp("tiny")
     generate_dataset(GenerationSpec(users=400, movies=60, seed=3, mean_interactions=25), root / "raw")
@@ -123,7 +123,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """A 3-epoch run on tiny_data (shared: tests read it, never write into it)."""
-    from t4r_app.training import train
+    from t4r_app.train.trainer import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), tiny_data, run_dir, progress=False)
@@ -133,8 +133,8 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
     """The demo end to end: `make demo`'s data (3,000 users, 500 movies, seed 7) and config."""
-    from t4r_app.synthetic import GenerationSpec, generate_dataset
-    from t4r_app.training import train
+    from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+    from t4r_app.train.trainer import train
 
     root = tmp_path_factory.mktemp("demo")
     generate_dataset(GenerationSpec(users=3000, movies=500, seed=7), root / "raw")

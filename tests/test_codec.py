@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from tfrecord import example_pb2
 
-from t4r_app.example_codec import OK, STATUS_REASONS, decode_examples, encode_examples
-from t4r_app.tfrecord_framing import (
+from t4r_app.data.example_codec import OK, STATUS_REASONS, decode_examples, encode_examples
+from t4r_app.data.tfrecord_framing import (
     DATA_CRC_MISMATCH,
     NOT_TFRECORD,
     TRUNCATED_RECORD,

@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 from conftest import TINY_MODEL, read_split, run, tiny_config
 from t4r_app.errors import PreprocessError, RunError, TrainingError
-from t4r_app.export import EXPORT_INFO, export_run, load_exported
-from t4r_app.run_files import MODEL_DIR, load_run
-from t4r_app.synthetic import GenerationSpec, generate_dataset
-from t4r_app.training import CHECKPOINT_COMPLETE, train
+from t4r_app.serve.export import EXPORT_INFO, export_run, load_exported
+from t4r_app.model.saved_run import MODEL_DIR, load_run
+from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+from t4r_app.train.trainer import CHECKPOINT_COMPLETE, train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WAIT_S = 120
@@ -131,7 +131,7 @@ def test_train_killed_while_checkpointing_refuses_and_resumes_to_the_same_metric
 
 def test_export_killed_midway_leaves_the_previous_repository_or_none(tiny_run, tmp_path):
     from t4r_app.errors import ServeError
-    from t4r_app.triton_server import check_repository
+    from t4r_app.serve.triton_server import check_repository
 
     repository = tmp_path / "repo"
 
@@ -164,7 +164,7 @@ def test_export_killed_midway_leaves_the_previous_repository_or_none(tiny_run, t
 
 
 def test_import_killed_midway_is_refused_by_preprocess(tmp_path):
-    from t4r_app.sources import IMPORT_INCOMPLETE, InputError
+    from t4r_app.data.sources import IMPORT_INCOMPLETE, InputError
 
     lines = [f"{user}\t{movie}\t5\t{1000 + user * 100 + i}" for user in range(1, 400) for i, movie in enumerate(range(1, 30))]
     (tmp_path / "ml").mkdir()
@@ -217,7 +217,7 @@ def test_a_dask_worker_killed_during_preprocess_completes_identically_or_fails_c
 
 
 def test_a_run_killed_in_its_first_checkpoint_starts_again_and_cannot_be_resumed(tiny_data, tmp_path):
-    from t4r_app.training import MARKS_CHECKPOINTS, last_complete_checkpoint
+    from t4r_app.train.trainer import MARKS_CHECKPOINTS, last_complete_checkpoint
 
     run_dir = tmp_path / "run"
     torn = run_dir / "checkpoints" / "checkpoint-7"
@@ -233,7 +233,7 @@ def test_a_cluster_that_gives_up_on_a_dead_worker_is_a_clear_error():
     from distributed import KilledWorker
 
     from t4r_app.config import DaskConfig
-    from t4r_app.preprocess import dask_client
+    from t4r_app.data.preprocess import dask_client
 
     with pytest.raises(PreprocessError, match="a Dask worker died during the run .*run `t4r-app preprocess` again"):
         with dask_client(DaskConfig(n_workers=1)):

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_MODEL, tiny_config
-from t4r_app.run_files import load_run
-from t4r_app.train_data import EpochShuffle, training_histories
-from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.training import train, training_arguments, training_loader, validation_loader
+from t4r_app.model.saved_run import load_run
+from t4r_app.train.windows import EpochShuffle, training_histories
+from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.train.trainer import train, training_arguments, training_loader, validation_loader
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 4

@@ -9,11 +9,11 @@ import json
 
 import numpy as np
 
-from t4r_app.baselines import MostPopular, item_counts
-from t4r_app.evaluation import EvalSet, evaluate_run, evaluate_scorer, make_eval_set, model_scorer
-from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.run_files import load_run
-from t4r_app.sequences_io import read_split
+from t4r_app.evaluate.baselines import MostPopular, item_counts
+from t4r_app.evaluate.protocol import EvalSet, evaluate_run, evaluate_scorer, make_eval_set, model_scorer
+from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.model.saved_run import load_run
+from t4r_app.data.item_sequences import read_split
 
 
 def test_model_beats_most_popular_and_markov_on_test(demo_run):

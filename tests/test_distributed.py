@@ -12,7 +12,7 @@ import hashlib
 import pytest
 from conftest import read_split, run
 from dask_processes import dask_processes
-from t4r_app.synthetic import GenerationSpec, generate_dataset
+from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 
 SETTINGS = ["preprocess.partitions=3", "drop_consecutive_duplicates=true"]
 

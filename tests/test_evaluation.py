@@ -13,7 +13,7 @@ import transformers4rec.torch as tr
 from conftest import decoded, movie_of_item, read_split as read_frame, run
 from t4r_app.cli import _print_validation_verdicts, main
 from t4r_app.config import load_config
-from t4r_app.evaluation import (
+from t4r_app.evaluate.protocol import (
     EvalSet,
     compare_ranks,
     evaluate_results,
@@ -23,13 +23,13 @@ from t4r_app.evaluation import (
     sample_negatives,
     scorer_ranks,
 )
-from t4r_app.metrics import ranking_metrics, target_ranks
-from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.report import baseline_verdicts, verdict_lines
-from t4r_app.run_files import load_run
-from t4r_app.sequences_io import ItemSequences, read_split
-from t4r_app.train_data import training_histories
-from t4r_app.training import training_arguments
+from t4r_app.evaluate.metrics import ranking_metrics, target_ranks
+from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.evaluate.report import baseline_verdicts, verdict_lines
+from t4r_app.model.saved_run import load_run
+from t4r_app.data.item_sequences import ItemSequences, read_split
+from t4r_app.train.windows import training_histories
+from t4r_app.train.trainer import training_arguments
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,11 @@ from tfrecord import example_pb2
 from test_codec import _reference
 from t4r_app.config import AppConfig, ConfigError, leaf_paths, load_config
 from t4r_app.errors import PredictInputError
-from t4r_app.example_codec import OK, STATUS_REASONS, decode_examples, encode_examples
-from t4r_app.predict import parse_session_line, read_sessions
-from t4r_app.records import BadRecordError, SessionRecordReader
-from t4r_app.sources import InputError, SessionSource, Shard, parse_titles
-from t4r_app.tfrecord_framing import (
+from t4r_app.data.example_codec import OK, STATUS_REASONS, decode_examples, encode_examples
+from t4r_app.serve.predict import parse_session_line, read_sessions
+from t4r_app.data.records import BadRecordError, SessionRecordReader
+from t4r_app.data.sources import InputError, SessionSource, Shard, parse_titles
+from t4r_app.data.tfrecord_framing import (
     CORRUPT_HEADER,
     MAX_RECORD_BYTES,
     NOT_TFRECORD,
@@ -307,7 +307,7 @@ def test_titles_file_parses_or_names_the_problem(raw):
 
 
 def test_gigantic_titles_key_does_not_allocate_a_dense_mask():
-    from t4r_app.interactions import known_movie_mask
+    from t4r_app.data.interactions import known_movie_mask
 
     titles = parse_titles(b'{"0": "a", "9000000000000000000": "b"}', "titles.json")
     assert known_movie_mask(titles).tolist() == [0, 9000000000000000000]

@@ -19,14 +19,14 @@ from merlin.dag import postorder_iter_nodes
 
 from t4r_app.cli import main
 from t4r_app.errors import ServeError
-from t4r_app.export import ENSEMBLE_NAME, EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
-from t4r_app.model import max_sequence_length
-from t4r_app.recommender import Recommender
-from t4r_app.run_files import load_run
-from t4r_app.sequences_io import read_split
-from t4r_app.serving_ops import MODEL_FILE, PredictTopK
-from t4r_app.triton_client import TritonRecommender
-from t4r_app.triton_server import NO_GPU_IN_TRITON, TritonServer, find_tritonserver, free_port
+from t4r_app.serve.export import ENSEMBLE_NAME, EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
+from t4r_app.model.architecture import max_sequence_length
+from t4r_app.serve.recommender import Recommender
+from t4r_app.model.saved_run import load_run
+from t4r_app.data.item_sequences import read_split
+from t4r_app.serve.ensemble_ops import MODEL_FILE, PredictTopK
+from t4r_app.serve.triton_client import TritonRecommender
+from t4r_app.serve.triton_server import NO_GPU_IN_TRITON, TritonServer, find_tritonserver, free_port
 
 TOP_K = 10
 HAS_CUDA = torch.cuda.is_available()
@@ -78,7 +78,7 @@ def test_gpu_export_asks_for_a_gpu_instance_and_is_otherwise_the_cpu_export(repo
     assert gpu == cpu  # backend, inputs, outputs, parameters
     assert gpu.backend == "python"
     model_files = [(repositories[target] / ENSEMBLE_NAME / "1" / "model.py").read_text() for target in TARGETS]
-    assert model_files[0] == model_files[1] and "t4r_app.triton_model" in model_files[0]
+    assert model_files[0] == model_files[1] and "t4r_app.serve.triton_entry" in model_files[0]
     for target in TARGETS:
         assert json.loads((repositories[target] / EXPORT_INFO).read_text())["target"] == target
 

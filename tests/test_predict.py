@@ -12,12 +12,12 @@ import pytest
 
 from t4r_app.cli import main
 from t4r_app.errors import PredictInputError
-from t4r_app.evaluation import model_scorer, movie_ids
-from t4r_app.model import max_sequence_length
-from t4r_app.predict import predict
-from t4r_app.recommender import Recommender, TopKScorer
-from t4r_app.run_files import load_run
-from t4r_app.sequences_io import ItemSequences, read_split
+from t4r_app.evaluate.protocol import model_scorer, movie_ids
+from t4r_app.model.architecture import max_sequence_length
+from t4r_app.serve.predict import predict
+from t4r_app.serve.recommender import Recommender, TopKScorer
+from t4r_app.model.saved_run import load_run
+from t4r_app.data.item_sequences import ItemSequences, read_split
 
 
 def with_seen_rule(run_dir: Path, destination: Path, exclude_seen: bool) -> Path:

@@ -12,8 +12,8 @@ from merlin.schema import Tags
 
 from conftest import decoded, read_split, run, session, write_shard, write_titles
 from t4r_app.config import load_config
-from t4r_app.preprocess import format_summary
-from t4r_app.sequences_io import ItemSequences, measured_repeats, repeat_stats, resolve_exclude_seen
+from t4r_app.data.preprocess import format_summary
+from t4r_app.data.item_sequences import ItemSequences, measured_repeats, repeat_stats, resolve_exclude_seen
 
 USER_7 = [10, 14, 11, 12, 13, 15]
 USER_3 = [30, 31, 32, 33, 34, 35]
@@ -168,7 +168,7 @@ def test_rerun_into_the_same_folder_replaces_outputs(fixture_dataset, tmp_path):
 
 @pytest.fixture(scope="module")
 def generated_small(tmp_path_factory):
-    from t4r_app.synthetic import GenerationSpec, generate_dataset
+    from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 
     folder = tmp_path_factory.mktemp("generated")
     generate_dataset(GenerationSpec(users=400, movies=120, seed=3), folder, make_zip=True)

@@ -19,15 +19,15 @@ import tritonclient.http as httpclient
 
 from t4r_app.cli import main
 from t4r_app.errors import ServeError, ServerError
-from t4r_app.export import ENSEMBLE_NAME, export_run, load_exported, trace_model
-from t4r_app.model import max_sequence_length
-from t4r_app.recommender import Recommender
-from t4r_app.run_files import load_run
-from t4r_app.scoring import score_batch
-from t4r_app.serving_ops import MAX_MOVIES_PER_REQUEST, MAX_SESSIONS_PER_REQUEST
-from t4r_app.sequences_io import read_split
-from t4r_app.triton_client import TritonRecommender, encode_request
-from t4r_app.triton_server import TritonServer, find_tritonserver, free_port
+from t4r_app.serve.export import ENSEMBLE_NAME, export_run, load_exported, trace_model
+from t4r_app.model.architecture import max_sequence_length
+from t4r_app.serve.recommender import Recommender
+from t4r_app.model.saved_run import load_run
+from t4r_app.model.inference import score_batch
+from t4r_app.serve.ensemble_ops import MAX_MOVIES_PER_REQUEST, MAX_SESSIONS_PER_REQUEST
+from t4r_app.data.item_sequences import read_split
+from t4r_app.serve.triton_client import TritonRecommender, encode_request
+from t4r_app.serve.triton_server import TritonServer, find_tritonserver, free_port
 from test_predict import with_seen_rule
 
 TOP_K = 10
@@ -316,7 +316,7 @@ def test_client_errors_are_clear(tiny_run):
 
 
 def test_request_check_names_the_problem():
-    from t4r_app.serving_ops import request_problem
+    from t4r_app.serve.ensemble_ops import request_problem
 
     values = np.array([5, 6, 7], dtype=np.int64)
     assert request_problem(values, np.array([0, 1, 3], dtype=np.int32)) is None
@@ -335,7 +335,7 @@ def test_request_check_names_the_problem():
 
 
 def test_large_batches_are_split_into_requests_that_fit():
-    from t4r_app.triton_client import request_batches
+    from t4r_app.serve.triton_client import request_batches
 
     assert request_batches([]) == [(0, 0)]
     assert request_batches([[1]] * 2050) == [(0, 1024), (1024, 2048), (2048, 2050)]
@@ -366,7 +366,7 @@ def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, caps
 def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessions, tmp_path):
     """The causal architecture goes through the same export and server: no [MASK] is appended."""
     from conftest import tiny_config
-    from t4r_app.training import train
+    from t4r_app.train.trainer import train
 
     run_dir = tmp_path / "sasrec"
     train(tiny_config("model.architecture=sasrec"), tiny_data, run_dir, progress=False)

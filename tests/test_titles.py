@@ -9,22 +9,22 @@ import pandas as pd
 import pytest
 
 from conftest import run, tiny_config
-from t4r_app.baselines import TitlePopularity
+from t4r_app.evaluate.baselines import TitlePopularity
 from t4r_app.cli import main
 from t4r_app.config import ConfigError, load_config
-from t4r_app.evaluation import evaluate_run, target_slices
-from t4r_app.export import export_run, load_exported, trace_model
-from t4r_app.item_features import withheld_movies
-from t4r_app.model import build_model, item_schema, vocabulary_size
-from t4r_app.recommender import Recommender
-from t4r_app.run_files import load_run, load_schema
-from t4r_app.sequences_io import ItemSequences
-from t4r_app.title_embedding import T4R_EMBEDDING_STD
-from t4r_app.title_vectors import CACHE_FILE, TitleVectors, is_placeholder, load_title_vectors
-from t4r_app.train_data import training_histories
-from t4r_app.training import train
-from t4r_app.triton_client import TritonRecommender
-from t4r_app.triton_server import TritonServer, free_port
+from t4r_app.evaluate.protocol import evaluate_run, target_slices
+from t4r_app.serve.export import export_run, load_exported, trace_model
+from t4r_app.model.item_features import withheld_movies
+from t4r_app.model.architecture import build_model, item_schema, vocabulary_size
+from t4r_app.serve.recommender import Recommender
+from t4r_app.model.saved_run import load_run, load_schema
+from t4r_app.data.item_sequences import ItemSequences
+from t4r_app.model.title_embedding import T4R_EMBEDDING_STD
+from t4r_app.data.title_vectors import CACHE_FILE, TitleVectors, is_placeholder, load_title_vectors
+from t4r_app.train.windows import training_histories
+from t4r_app.train.trainer import train
+from t4r_app.serve.triton_client import TritonRecommender
+from t4r_app.serve.triton_server import TritonServer, free_port
 from themed_titles import COOKING_MOVIES, NEW_COOKING, NEW_SPACE, SPACE_MOVIES, write_themed_dataset
 
 WINDOW = 12
@@ -111,7 +111,7 @@ def test_init_starts_the_item_table_from_the_titles(themed_data):
     schema = item_schema(load_schema(themed_data / "train"))
     # d_model 16: fewer columns than the 26 titles have principal components, so every column is a component
     config = tiny_config("model.title_embeddings=init", "model.d_model=16")
-    from t4r_app.item_features import build_item_features
+    from t4r_app.model.item_features import build_item_features
 
     features = build_item_features(config.model, themed_data, vocabulary_size(schema), training_histories(themed_data), False)
     weights = build_model(schema, config.model, features=features).heads[0].prediction_task_dict["next-item"].item_embedding_table.weight
@@ -159,7 +159,7 @@ def test_withheld_movies_are_cold_for_training_and_evaluation(feature_run, theme
     test = results["test"]
     assert set(test["baselines"]) == {"most_popular", "markov", "title_popularity"}
     counts = np.bincount(training_histories(themed_data, withheld).values, minlength=len(load_run(feature_run).features.trained))
-    from t4r_app.sequences_io import read_split
+    from t4r_app.data.item_sequences import read_split
 
     targets = read_split(themed_data, "test").items.split_last()[1]
     assert test["slices"]["cold"]["rows"] == int((counts[targets] == 0).sum()) > 0

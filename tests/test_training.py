@@ -11,8 +11,8 @@ from transformers import TrainerCallback
 
 from conftest import tiny_config
 from t4r_app.errors import TrainingError
-from t4r_app.run_files import MODEL_DIR, WEIGHTS, load_run
-from t4r_app.training import train
+from t4r_app.model.saved_run import MODEL_DIR, WEIGHTS, load_run
+from t4r_app.train.trainer import train
 
 
 def _log(run_dir):

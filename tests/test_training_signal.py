@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from t4r_app.config import ModelConfig
-from t4r_app.head import seen_items
-from t4r_app.model import build_model, item_schema
-from t4r_app.run_files import load_schema
-from t4r_app.scoring import score_batch
-from t4r_app.sequences_io import ItemSequences, read_split
-from t4r_app.train_data import WindowDataset, WindowLoader, training_histories, window_bounds
+from t4r_app.model.head import seen_items
+from t4r_app.model.architecture import build_model, item_schema
+from t4r_app.model.saved_run import load_schema
+from t4r_app.model.inference import score_batch
+from t4r_app.data.item_sequences import ItemSequences, read_split
+from t4r_app.train.windows import WindowDataset, WindowLoader, training_histories, window_bounds
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ FRAMING_PROBLEMS = {"not_tfrecord", "corrupt_header", "truncated_record", "data_
 
 
 def _modules():
-    from t4r_app import example_codec, records, sources, tfrecord_framing
+    from t4r_app.data import example_codec, records, sources, tfrecord_framing
 
     return example_codec, records, sources, tfrecord_framing
 
@@ -76,7 +76,7 @@ def main() -> None:
     if os.environ.get("NUMBA_DISABLE_JIT") != "1":
         import importlib
 
-        importlib.import_module("t4r_app.example_codec")  # numba cannot compile instrumented bytecode
+        importlib.import_module("t4r_app.data.example_codec")  # numba cannot compile instrumented bytecode
     with atheris.instrument_imports(include=["t4r_app"]):
         _modules()
     atheris.Setup(sys.argv, check)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from t4r_app.errors import ServerError
-from t4r_app.export import ENSEMBLE_NAME
-from t4r_app.recommender import FALLBACK, Recommendation
-from t4r_app.run_files import known_movies
-from t4r_app.serving_ops import (
+from t4r_app.serve.export import ENSEMBLE_NAME
+from t4r_app.serve.recommender import FALLBACK, Recommendation
+from t4r_app.model.saved_run import known_movies
+from t4r_app.serve.ensemble_ops import (
     EXCLUDE_SEEN_PARAMETER,
     MAX_MOVIES_PER_REQUEST,
     MAX_SESSIONS_PER_REQUEST,

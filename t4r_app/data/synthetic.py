@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from t4r_app.seed_layout import ShardWriter, write_titles, write_zip
+from t4r_app.data.seed_layout import ShardWriter, write_titles, write_zip
 
 SAMPLE_FILE = "sample_sessions.jsonl"
 SAMPLE_SESSIONS, SAMPLE_LENGTH = 5, 12

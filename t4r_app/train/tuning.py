@@ -14,7 +14,7 @@ from pathlib import Path
 
 from t4r_app.config import AppConfig, save_config
 from t4r_app.errors import TrainingError
-from t4r_app.training import last_complete_checkpoint, train
+from t4r_app.train.trainer import last_complete_checkpoint, train
 
 CSV_FILE = "tune.csv"
 PLOT_FILE = "tune.png"

@@ -33,8 +33,8 @@ from typing import Callable
 import numpy as np
 
 from t4r_app.errors import RunError
-from t4r_app.metrics import EXCLUDED, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
-from t4r_app.sequences_io import ItemSequences
+from t4r_app.evaluate.metrics import EXCLUDED, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
+from t4r_app.data.item_sequences import ItemSequences
 from workflow.sequences import FIRST_MOVIE_ID
 
 PROTOCOLS = ("full", "full_unseen", "sampled")
@@ -165,7 +165,7 @@ def slice_metrics(
 
 
 def model_scorer(model, max_length: int) -> Scorer:
-    from t4r_app.scoring import score_batch
+    from t4r_app.model.inference import score_batch
 
     def score(sessions: ItemSequences, rows: slice) -> np.ndarray:
         # Leave room for the [MASK] that inference appends (see scoring.score_batch).
@@ -186,13 +186,13 @@ def evaluate_results(
     """
     from tqdm.auto import tqdm
 
-    from t4r_app.baselines import Markov, MostPopular, TitlePopularity, item_counts
-    from t4r_app.item_features import withheld_movies
-    from t4r_app.model import max_sequence_length, vocabulary_size
-    from t4r_app.run_files import load_run, load_schema
-    from t4r_app.sequences_io import read_split
-    from t4r_app.title_vectors import load_title_vectors
-    from t4r_app.train_data import training_histories
+    from t4r_app.evaluate.baselines import Markov, MostPopular, TitlePopularity, item_counts
+    from t4r_app.model.item_features import withheld_movies
+    from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+    from t4r_app.model.saved_run import load_run, load_schema
+    from t4r_app.data.item_sequences import read_split
+    from t4r_app.data.title_vectors import load_title_vectors
+    from t4r_app.train.windows import training_histories
 
     run = load_run(run_dir)
     data_dir = Path(data_dir or run.info.data_dir)
@@ -262,7 +262,7 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict:
     """Evaluate a run's model and the baselines; write eval.json, report.md and the plot."""
-    from t4r_app.report import write_report
+    from t4r_app.evaluate.report import write_report
 
     results = evaluate_results(run_dir, data_dir, splits, progress)
     run_dir = Path(run_dir)

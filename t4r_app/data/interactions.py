@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from t4r_app.records import InteractionBatch, ReadStats, SessionRecordReader
-from t4r_app.sources import SessionSource
+from t4r_app.data.records import InteractionBatch, ReadStats, SessionRecordReader
+from t4r_app.data.sources import SessionSource
 from workflow.sequences import INTERACTION_COLUMNS
 
 

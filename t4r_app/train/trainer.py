@@ -30,19 +30,19 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers4rec.config.trainer import T4RecTrainingArguments
 
-from t4r_app import distributed
+from t4r_app.train import distributed
 from t4r_app.atomic import leftovers
 from t4r_app.config import AppConfig, save_config
 from t4r_app.errors import PreprocessError, TrainingError
-from t4r_app.item_features import build_item_features, features_for_saving, withheld_movies
-from t4r_app.model import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
-from t4r_app.preprocess import check_complete
-from t4r_app.run_files import (
+from t4r_app.model.item_features import build_item_features, features_for_saving, withheld_movies
+from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
+from t4r_app.data.preprocess import check_complete
+from t4r_app.model.saved_run import (
     CHECKPOINTS, CONFIG, MODEL_DIR, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info,
 )
-from t4r_app.sequences_io import ItemSequences, read_split, resolve_exclude_seen
-from t4r_app.train_data import WindowDataset, WindowLoader, cut_windows, training_histories
-from t4r_app.training_log import TrainingLog, TrainingProgress
+from t4r_app.data.item_sequences import ItemSequences, read_split, resolve_exclude_seen
+from t4r_app.train.windows import WindowDataset, WindowLoader, cut_windows, training_histories
+from t4r_app.train.log import TrainingLog, TrainingProgress
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 import transformers4rec.torch as tr
 from transformers4rec.torch.masking import MaskedLanguageModeling
 
-from t4r_app.title_embedding import item_vectors
+from t4r_app.model.title_embedding import item_vectors
 
 
 class NextItemHead(tr.NextItemPredictionTask):

@@ -39,12 +39,12 @@ import nvtabular as nvt
 from nvtabular import ops
 from t4r_app.atomic import building
 from t4r_app.errors import ExportError, RunError, ServeError
-from t4r_app.item_features import FEATURES_FILE
-from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.recommender import ItemCatalogue, run_exclude_seen, run_scorable
-from t4r_app.run_files import CONFIG, ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
-from t4r_app.serving_ops import EXCLUDE_SEEN_PARAMETER, REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
-from t4r_app.title_embedding import TitledItemEmbedding
+from t4r_app.model.item_features import FEATURES_FILE
+from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.serve.recommender import ItemCatalogue, run_exclude_seen, run_scorable
+from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
+from t4r_app.serve.ensemble_ops import EXCLUDE_SEEN_PARAMETER, REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
+from t4r_app.model.title_embedding import TitledItemEmbedding
 from workflow.ops import ITEM_LIST
 from workflow.sequences import RAW_MOVIE
 
@@ -187,8 +187,8 @@ def _write_repository(run: LoadedRun, run_dir: Path, output: Path, target: str, 
     if target == "gpu":
         copy_run_model(Path(run_dir), output / ENSEMBLE_NAME / "1" / "ensemble" / RUN_COPY)
     (output / ENSEMBLE_NAME / "config.pbtxt").write_text(text_format.MessageToString(executor_config))
-    # Our executor checks each request before merlin's runs it (see t4r_app/triton_model.py).
-    (output / ENSEMBLE_NAME / "1" / "model.py").write_text("from t4r_app.triton_model import TritonPythonModel  # noqa: F401\n")
+    # Our executor checks each request before merlin's runs it (see t4r_app/serve/triton_entry.py).
+    (output / ENSEMBLE_NAME / "1" / "model.py").write_text("from t4r_app.serve.triton_entry import TritonPythonModel  # noqa: F401\n")
     info = {"run_dir": str(Path(run_dir).resolve()), "target": target, "top_k": top_k, "model": ENSEMBLE_NAME,
             "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen}
     (output / EXPORT_INFO).write_text(json.dumps(info, indent=2))

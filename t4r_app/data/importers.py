@@ -45,8 +45,8 @@ import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
 from t4r_app.errors import DataImportError
-from t4r_app.seed_layout import ZIP_NAME, ShardWriter, titles_path, write_titles, write_zip
-from t4r_app.sources import IMPORT_INCOMPLETE
+from t4r_app.data.seed_layout import ZIP_NAME, ShardWriter, titles_path, write_titles, write_zip
+from t4r_app.data.sources import IMPORT_INCOMPLETE
 
 STATS_FILE = "import_stats.json"
 DEFAULT_SESSION_GAP = 3600

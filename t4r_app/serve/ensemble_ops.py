@@ -20,7 +20,7 @@ from merlin.systems.dag.ops.workflow import TransformWorkflow
 from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
 from merlin.table import TensorTable
 
-from t4r_app.recommender import TopKScorer
+from t4r_app.serve.recommender import TopKScorer
 from workflow.ops import ITEM_LIST
 
 REQUEST_COLUMN = "movieIndices"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from t4r_app.title_vectors import TitleVectors
+from t4r_app.data.title_vectors import TitleVectors
 
 T4R_EMBEDDING_STD = 0.05  # transformers4rec TableConfig's default initializer: normal(0, 0.05)
 

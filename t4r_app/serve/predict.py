@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from t4r_app.errors import PredictInputError
-from t4r_app.recommender import Recommender
-from t4r_app.run_files import load_run
+from t4r_app.serve.recommender import Recommender
+from t4r_app.model.saved_run import load_run
 
 SESSION_ID = "session_id"
 MOVIES = "movieIndices"
@@ -95,7 +95,7 @@ def parse_session_line(line: str, number: int, where: str) -> tuple[object, list
 def make_recommender(run_dir: str | Path, server: str | None = None, protocol: str | None = None):
     """The run's model in this process, or a client of the Triton server that serves it."""
     if server:
-        from t4r_app.triton_client import TritonRecommender
+        from t4r_app.serve.triton_client import TritonRecommender
 
         return TritonRecommender(server, run_dir, protocol)
     return Recommender(load_run(run_dir))

@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from t4r_app.config import AppConfig, DaskConfig, save_config
 from t4r_app.errors import PreprocessError
-from t4r_app.interactions import write_interactions
-from t4r_app.sources import natural_key, resolve_source
+from t4r_app.data.interactions import write_interactions
+from t4r_app.data.sources import natural_key, resolve_source
 from workflow.ops import ITEM_LIST
 from workflow.sequences import (
     FIRST_MOVIE_ID,
@@ -201,7 +201,7 @@ def _add_title_only_movies(workflow, output: Path, titles: dict[int, str] | None
     sessions may hold them. Placeholder titles ("unknown") describe nothing and stay out.
     Returns how many joined.
     """
-    from t4r_app.title_vectors import is_placeholder
+    from t4r_app.data.title_vectors import is_placeholder
 
     path = output / "categories" / f"unique.{RAW_MOVIE}.parquet"
     fitted = pd.read_parquet(path)
@@ -297,7 +297,7 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
 
 
 def _collect_stats(config, read_stats, mapping, output: Path, description: str, cutoffs) -> dict:
-    from t4r_app.sequences_io import list_sequences, repeat_stats  # sequences_io imports this module
+    from t4r_app.data.item_sequences import list_sequences, repeat_stats  # sequences_io imports this module
 
     sequences = list_sequences(read_parquet_columns(output / "sequences", [ITEM_LIST])[ITEM_LIST])
     sequence_lengths = sequences.lengths

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from t4r_app.run_files import MONITOR_METRIC
+from t4r_app.model.saved_run import MONITOR_METRIC
 
 LOG_FILE = "training_log.csv"
 CURVES_FILE = "training_curves.png"

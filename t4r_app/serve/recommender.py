@@ -25,12 +25,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from t4r_app.evaluation import movie_ids
-from t4r_app.metrics import EXCLUDED
-from t4r_app.model import max_sequence_length, vocabulary_size
-from t4r_app.run_files import ITEM_MAPPING, MODEL_DIR, LoadedRun, scorable_rows
-from t4r_app.scoring import score_batch
-from t4r_app.sequences_io import ItemSequences
+from t4r_app.evaluate.protocol import movie_ids
+from t4r_app.evaluate.metrics import EXCLUDED
+from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.model.saved_run import ITEM_MAPPING, MODEL_DIR, LoadedRun, scorable_rows
+from t4r_app.model.inference import score_batch
+from t4r_app.data.item_sequences import ItemSequences
 
 FALLBACK = "most_popular"
 LogitsFunction = Callable[[np.ndarray], np.ndarray]

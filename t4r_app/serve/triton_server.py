@@ -27,7 +27,7 @@ import tritonclient.grpc.model_config_pb2 as model_config
 from google.protobuf import text_format
 
 from t4r_app.errors import ServeError
-from t4r_app.export import ENSEMBLE_NAME, gpu_problem
+from t4r_app.serve.export import ENSEMBLE_NAME, gpu_problem
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}

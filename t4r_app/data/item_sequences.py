@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from t4r_app.config import AppConfig, load_config
-from t4r_app.preprocess import read_parquet_columns
+from t4r_app.data.preprocess import read_parquet_columns
 from workflow.ops import ITEM_LIST
 from workflow.sequences import PADDING_ID, USER
 

@@ -21,8 +21,8 @@ from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 from t4r_app.atomic import building, leftovers
 from t4r_app.config import AppConfig, load_config
 from t4r_app.errors import RunError
-from t4r_app.item_features import FEATURES_FILE, ItemFeatures
-from t4r_app.model import build_model, item_schema
+from t4r_app.model.item_features import FEATURES_FILE, ItemFeatures
+from t4r_app.model.architecture import build_model, item_schema
 
 CHECKPOINTS = "checkpoints"
 MODEL_DIR = "model"

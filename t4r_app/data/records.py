@@ -14,9 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
-from t4r_app.example_codec import OK, STATUS_REASONS, decode_examples
-from t4r_app.sources import SessionSource, Shard
-from t4r_app.tfrecord_framing import NOT_TFRECORD, FramedRecord, read_framed_records
+from t4r_app.data.example_codec import OK, STATUS_REASONS, decode_examples
+from t4r_app.data.sources import SessionSource, Shard
+from t4r_app.data.tfrecord_framing import NOT_TFRECORD, FramedRecord, read_framed_records
 
 # Payloads decoded per numba call: large enough to amortise the call, small enough to stay
 # a few megabytes.

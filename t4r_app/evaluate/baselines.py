@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from t4r_app.sequences_io import ItemSequences
-from t4r_app.title_vectors import TitleVectors
+from t4r_app.data.item_sequences import ItemSequences
+from t4r_app.data.title_vectors import TitleVectors
 
 TIE_BREAK = 1e-6
 

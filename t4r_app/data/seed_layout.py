@@ -19,9 +19,9 @@ from typing import Mapping
 
 import numpy as np
 
-from t4r_app.example_codec import encode_examples
-from t4r_app.sources import TITLES_FILE_NAME
-from t4r_app.tfrecord_framing import write_framed_record
+from t4r_app.data.example_codec import encode_examples
+from t4r_app.data.sources import TITLES_FILE_NAME
+from t4r_app.data.tfrecord_framing import write_framed_record
 
 ZIP_NAME = "recommandation.zip"  # the user's spelling of the archive
 DATASET_ROOT = "recommendation"

@@ -15,10 +15,10 @@ from transformers4rec.torch.masking import CausalLanguageModeling, MaskSequence
 from transformers4rec.torch.ranking_metric import NDCGAt, RecallAt
 
 from t4r_app.config import ModelConfig
-from t4r_app.head import NextItemHead
-from t4r_app.item_features import ItemFeatures
-from t4r_app.masking import Bert4RecMasking
-from t4r_app.title_embedding import TitledItemEmbedding, initialise_from_titles
+from t4r_app.model.head import NextItemHead
+from t4r_app.model.item_features import ItemFeatures
+from t4r_app.model.masking import Bert4RecMasking
+from t4r_app.model.title_embedding import TitledItemEmbedding, initialise_from_titles
 from workflow.ops import ITEM_LIST
 from workflow.sequences import PADDING_ID
 
