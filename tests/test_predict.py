@@ -12,7 +12,8 @@ import pytest
 
 from t4r_app.cli import main
 from t4r_app.errors import PredictInputError
-from t4r_app.evaluate.protocol import model_scorer, movie_ids
+from t4r_app.evaluate.protocol import model_scorer
+from workflow.columns import movie_ids
 from t4r_app.model.architecture import max_sequence_length
 from t4r_app.serve.predict import predict
 from t4r_app.serve.recommender import Recommender, TopKScorer

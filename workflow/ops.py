@@ -12,11 +12,10 @@ from merlin.dag import ColumnSelector
 from merlin.schema import Tags
 
 import nvtabular as nvt
+from workflow.columns import ITEM_LIST, TIME_LIST
 from workflow.list_columns import count_per_row, from_flat, gather_slices, to_flat
 from workflow.splits import SplitRule, example_bounds
 
-ITEM_LIST = "item_id-list"
-TIME_LIST = "timestamp-list"
 
 
 def _as_pandas(df):

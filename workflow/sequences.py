@@ -8,20 +8,10 @@ from merlin.schema import Schema
 
 import nvtabular as nvt
 from nvtabular import ops
-from workflow.ops import ITEM_LIST, TIME_LIST, DropConsecutiveDuplicates, SplitExamples
+from workflow.ops import DropConsecutiveDuplicates, SplitExamples
+from workflow.columns import EVENT_ORDER, ITEM_LIST, RAW_MOVIE, SESSION, TIME_LIST, TIMESTAMP, USER
 from workflow.splits import SplitRule
 
-RAW_MOVIE = "movie_index"
-USER = "user_index"
-SESSION = "session_index"
-TIMESTAMP = "timestamp"
-EVENT_ORDER = "event_order"  # position in reading order: breaks timestamp ties
-INTERACTION_COLUMNS = (USER, SESSION, RAW_MOVIE, TIMESTAMP, EVENT_ORDER)
-
-# Categorify's fixed ids (nvtabular/ops/categorify.py, 23.08): 0 pads, 1 is null, 2 is
-# out-of-vocabulary, so movies start at 3 (most watched first). CleanSequences' schema then
-# reserves the id after the last movie for [MASK].
-PADDING_ID, NULL_ID, OOV_ID, FIRST_MOVIE_ID = 0, 1, 2, 3
 
 
 def sequence_key(sequence_by: str) -> str:

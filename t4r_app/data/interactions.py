@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from t4r_app.data.records import InteractionBatch, ReadStats, SessionRecordReader
 from t4r_app.data.sources import SessionSource
-from workflow.sequences import INTERACTION_COLUMNS
+from workflow.columns import INTERACTION_COLUMNS
 
 
 def known_movie_mask(titles: dict[int, str] | None) -> np.ndarray | None:

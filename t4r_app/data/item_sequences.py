@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 
 from t4r_app.config import AppConfig, load_config
 from t4r_app.data.preprocess import read_parquet_columns
-from workflow.ops import ITEM_LIST
-from workflow.sequences import PADDING_ID, USER
+from workflow.columns import ITEM_LIST
+from workflow.columns import PADDING_ID, USER
 
 SEQUENCES_DIR = "sequences"
 STATS_FILE = "stats.json"

@@ -40,19 +40,9 @@ from t4r_app.config import AppConfig, DaskConfig, save_config
 from t4r_app.errors import PreprocessError
 from t4r_app.data.interactions import write_interactions
 from t4r_app.data.sources import natural_key, resolve_source
-from workflow.ops import ITEM_LIST
-from workflow.sequences import (
-    FIRST_MOVIE_ID,
-    NULL_ID,
-    OOV_ID,
-    PADDING_ID,
-    RAW_MOVIE,
-    TIMESTAMP,
-    USER,
-    build_sequence_workflow,
-    build_split_workflow,
-    sequence_key,
-)
+from workflow.columns import ITEM_LIST
+from workflow.sequences import build_sequence_workflow, build_split_workflow, sequence_key
+from workflow.columns import FIRST_MOVIE_ID, NULL_ID, OOV_ID, PADDING_ID, RAW_MOVIE, TIMESTAMP, USER
 from workflow.splits import ROLES, SplitRule
 
 ROWS_PER_PARTITION = 2_000_000

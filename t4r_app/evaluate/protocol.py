@@ -35,7 +35,7 @@ import numpy as np
 from t4r_app.errors import RunError
 from t4r_app.evaluate.metrics import EXCLUDED, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
 from t4r_app.data.item_sequences import ItemSequences
-from workflow.sequences import FIRST_MOVIE_ID
+from workflow.columns import movie_ids
 
 PROTOCOLS = ("full", "full_unseen", "sampled")
 AMONG_COLD = "among_cold"  # the cold slice only: the target among the movies without training interactions
@@ -54,11 +54,6 @@ class EvalSet:
     inputs: ItemSequences
     targets: np.ndarray
     negatives: np.ndarray
-
-
-def movie_ids(vocabulary: int) -> np.ndarray:
-    """Ids that are real movies: after padding/null/OOV and before the reserved [MASK] id."""
-    return np.arange(FIRST_MOVIE_ID, vocabulary - 1)
 
 
 def sample_negatives(

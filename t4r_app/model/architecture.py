@@ -19,8 +19,8 @@ from t4r_app.model.head import NextItemHead
 from t4r_app.model.item_features import ItemFeatures
 from t4r_app.model.masking import Bert4RecMasking
 from t4r_app.model.title_embedding import TitledItemEmbedding, initialise_from_titles
-from workflow.ops import ITEM_LIST
-from workflow.sequences import PADDING_ID
+from workflow.columns import ITEM_LIST
+from workflow.columns import PADDING_ID
 
 MONITOR_K = 10  # early stopping and the Trainer's metrics watch NDCG@10
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from workflow.ops import ITEM_LIST
+from workflow.columns import ITEM_LIST
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

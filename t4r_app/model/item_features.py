@@ -24,7 +24,7 @@ import pandas as pd
 from t4r_app.config import ModelConfig
 from t4r_app.data.item_sequences import ItemSequences
 from t4r_app.data.title_vectors import TitleVectors, load_title_vectors
-from workflow.sequences import FIRST_MOVIE_ID
+from workflow.columns import FIRST_MOVIE_ID
 
 FEATURES_FILE = "item_features.npz"
 

@@ -21,7 +21,7 @@ from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
 from merlin.table import TensorTable
 
 from t4r_app.serve.recommender import TopKScorer
-from workflow.ops import ITEM_LIST
+from workflow.columns import ITEM_LIST
 
 REQUEST_COLUMN = "movieIndices"
 VALUES_INPUT, OFFSETS_INPUT = f"{REQUEST_COLUMN}__values", f"{REQUEST_COLUMN}__offsets"

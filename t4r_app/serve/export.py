@@ -45,8 +45,8 @@ from t4r_app.serve.recommender import ItemCatalogue, run_exclude_seen, run_scora
 from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
 from t4r_app.serve.ensemble_ops import EXCLUDE_SEEN_PARAMETER, REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
 from t4r_app.model.title_embedding import TitledItemEmbedding
-from workflow.ops import ITEM_LIST
-from workflow.sequences import RAW_MOVIE
+from workflow.columns import ITEM_LIST
+from workflow.columns import RAW_MOVIE
 
 ENSEMBLE_NAME = "executor_model"
 EXPORT_INFO = "t4r_export.json"

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from t4r_app.evaluate.protocol import movie_ids
+from workflow.columns import movie_ids
 from t4r_app.evaluate.metrics import EXCLUDED
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.model.saved_run import ITEM_MAPPING, MODEL_DIR, LoadedRun, scorable_rows

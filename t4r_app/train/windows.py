@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from t4r_app.data.preprocess import read_parquet_columns
 from t4r_app.data.item_sequences import ItemSequences, list_sequences, preprocess_settings
 from workflow.list_columns import count_per_row, gather_slices
-from workflow.ops import ITEM_LIST, TIME_LIST
-from workflow.sequences import PADDING_ID
+from workflow.columns import ITEM_LIST, TIME_LIST
+from workflow.columns import PADDING_ID
 from workflow.splits import MIN_EXAMPLE_LENGTH, SplitRule, example_bounds
 
 
