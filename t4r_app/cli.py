@@ -7,7 +7,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from t4r_app.config import ConfigError, describe_fields, load_config
+from t4r_app.config import describe_fields, load_config
+from t4r_app.errors import ConfigError
 
 _EXIT_USAGE = 2
 

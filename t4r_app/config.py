@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
+from t4r_app.errors import ConfigError
 
 
 def _field(default: Any, help: str, **checks: Any) -> Any:

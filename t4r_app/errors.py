@@ -1,15 +1,25 @@
-"""Errors that describe a problem with the user's input: the CLI prints them without a traceback."""
+"""Every error that describes a problem with the user's input or files: the CLI prints these without a
+traceback. One module, importing nothing, so each stage raises them without loading the others."""
 
-from t4r_app.data.records import BadRecordError
-from t4r_app.data.sources import InputError
-from t4r_app.serve.titles import TitleError
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+class InputError(ValueError):
+    """The input path does not hold a usable dataset; the message says what was found."""
+
+
+class BadRecordError(ValueError):
+    """A record broke the input contract and the policy is 'fail'."""
+
+
+class TitleError(ValueError):
+    """A title matched no movie or several; the message lists the candidates."""
 
 
 class PreprocessError(RuntimeError):
     """The input was readable but left nothing to build sequences from."""
-
-
-USER_ERRORS = (InputError, BadRecordError, PreprocessError)
 
 
 class TrainingError(RuntimeError):
@@ -44,7 +54,7 @@ class DataImportError(ValueError):
     """A public interaction log cannot be imported or fetched; the message names the file (and line)."""
 
 
-USER_ERRORS = USER_ERRORS + (
-    TrainingError, RunError, PredictInputError, SessionError, TitleError, ExportError, ServeError, ServerError,
-    DataImportError,
+USER_ERRORS = (
+    InputError, BadRecordError, PreprocessError, TrainingError, RunError, PredictInputError, SessionError, TitleError,
+    ExportError, ServeError, ServerError, DataImportError,
 )

@@ -11,8 +11,8 @@ from tfrecord import example_pb2
 from tfrecord.writer import TFRecordWriter
 
 from conftest import decoded, run, session, write_shard, write_titles
-from t4r_app.data.records import BadRecordError
-from t4r_app.data.sources import InputError
+from t4r_app.errors import BadRecordError
+from t4r_app.errors import InputError
 
 GOOD = [session(1, [1, 2, 3, 4, 5], [10, 20, 30, 40, 50]), session(2, [5, 4, 3, 2, 1], [1, 2, 3, 4, 5])]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from t4r_app.config import AppConfig, ConfigError, load_config, save_config
+from t4r_app.config import AppConfig, load_config, save_config
+from t4r_app.errors import ConfigError
 
 
 def test_defaults_and_shipped_yaml_agree():

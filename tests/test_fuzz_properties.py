@@ -27,12 +27,15 @@ from hypothesis import strategies as st
 from tfrecord import example_pb2
 
 from test_codec import _reference
-from t4r_app.config import AppConfig, ConfigError, leaf_paths, load_config
+from t4r_app.config import AppConfig, leaf_paths, load_config
+from t4r_app.errors import ConfigError
 from t4r_app.errors import PredictInputError
 from t4r_app.data.example_codec import OK, STATUS_REASONS, decode_examples, encode_examples
 from t4r_app.serve.predict import parse_session_line, read_sessions
-from t4r_app.data.records import BadRecordError, SessionRecordReader
-from t4r_app.data.sources import InputError, SessionSource, Shard, parse_titles
+from t4r_app.data.records import SessionRecordReader
+from t4r_app.errors import BadRecordError
+from t4r_app.data.sources import SessionSource, Shard, parse_titles
+from t4r_app.errors import InputError
 from t4r_app.data.tfrecord_framing import (
     CORRUPT_HEADER,
     MAX_RECORD_BYTES,

@@ -11,7 +11,8 @@ import pytest
 from conftest import run, tiny_config
 from t4r_app.evaluate.baselines import TitlePopularity
 from t4r_app.cli import main
-from t4r_app.config import ConfigError, load_config
+from t4r_app.config import load_config
+from t4r_app.errors import ConfigError
 from t4r_app.evaluate.protocol import evaluate_run, target_slices
 from t4r_app.serve.export import export_run, load_exported, trace_model
 from t4r_app.model.item_features import withheld_movies

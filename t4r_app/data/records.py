@@ -17,16 +17,13 @@ import numpy as np
 from t4r_app.data.example_codec import OK, STATUS_REASONS, decode_examples
 from t4r_app.data.sources import SessionSource, Shard
 from t4r_app.data.tfrecord_framing import NOT_TFRECORD, FramedRecord, read_framed_records
+from t4r_app.errors import BadRecordError
 
 # Payloads decoded per numba call: large enough to amortise the call, small enough to stay
 # a few megabytes.
 DECODE_BATCH_RECORDS = 8192
 
 EMPTY_SHARD = "empty_shard"
-
-
-class BadRecordError(ValueError):
-    """A record broke the input contract and the policy is 'fail'."""
 
 
 @dataclass

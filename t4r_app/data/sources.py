@@ -10,13 +10,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
+from t4r_app.errors import InputError
 
 TITLES_FILE_NAME = "movie_title_by_index.json"
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class InputError(ValueError):
-    """The input path does not hold a usable dataset; the message says what was found."""
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,9 @@ that contains the text, ignoring case. Anything else is an error that lists cand
 from __future__ import annotations
 
 import difflib
+from t4r_app.errors import TitleError
 
 MAX_CANDIDATES = 8
-
-
-class TitleError(ValueError):
-    """A title matched no movie or several; the message lists the candidates."""
 
 
 def find_movie(text: str, title_of_movie: dict[int, str]) -> int:
