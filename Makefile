@@ -23,7 +23,7 @@ METRICS_PORT ?= 8002
 OVERRIDES ?=
 NPROC ?= 1
 
-.PHONY: setup demo ml100k test preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-quality fuzz clean help
+.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-quality fuzz clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,11 +45,9 @@ $(VENV)/.installed: constraints.txt pyproject.toml
 	touch $@
 
 demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> export -> serve on sample data (about 7 min)
-	$(APP) generate --output $(DEMO_DIR)/raw --users 3000 --movies 500 --seed 7 --zip
-	$(APP) preprocess --config configs/demo.yaml --input $(DEMO_DIR)/raw/recommandation.zip --output $(DEMO_DIR)/processed $(OVERRIDES)
 	rm -rf $(DEMO_DIR)/run
-	$(APP) train --config configs/demo.yaml --data $(DEMO_DIR)/processed --output $(DEMO_DIR)/run $(OVERRIDES)
-	$(APP) evaluate --run $(DEMO_DIR)/run
+	$(APP) pipeline --config configs/demo.yaml --generate-users 3000 --generate-movies 500 --seed 7 --zip \
+		--input $(DEMO_DIR)/raw --data $(DEMO_DIR)/processed --run $(DEMO_DIR)/run $(OVERRIDES)
 	$(APP) predict --run $(DEMO_DIR)/run --input $(DEMO_DIR)/raw/sample_sessions.jsonl --output $(DEMO_DIR)/run/predictions.jsonl --top-k 5 --show 3
 	$(APP) export --run $(DEMO_DIR)/run --output $(DEMO_DIR)/run/triton --top-k 5
 	$(APP) serve --repository $(DEMO_DIR)/run/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --try-sessions $(DEMO_DIR)/raw/sample_sessions.jsonl --run $(DEMO_DIR)/run
@@ -57,8 +55,11 @@ demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> exp
 ml100k: $(SETUP)  ## fetch MovieLens-100K (RecBole's wheel on PyPI) and import it into data/ml-100k/raw/
 	$(APP) import --movielens-100k --output data/ml-100k/raw
 
-test: $(SETUP)  ## run the test suite
+test: $(SETUP)  ## run the whole test suite, slow tests included (what .ci/run runs)
 	$(VENV_PYTHON) -m pytest -q
+
+test-fast: $(SETUP)  ## the tests not marked slow: tiny models only, no demo training, tritonserver, torchrun or dask cluster (about 2 min)
+	$(VENV_PYTHON) -m pytest -q -m "not slow"
 
 preprocess: $(SETUP)  ## INPUT=recommandation.zip DATA_DIR=data/processed CONFIG=... OVERRIDES="key=value ..."
 	$(APP) preprocess --config $(CONFIG) --input $(INPUT) --output $(DATA_DIR) $(OVERRIDES)
@@ -84,19 +85,19 @@ serve: $(SETUP)  ## REPOSITORY=... HTTP_PORT=8000 GRPC_PORT=8001 METRICS_PORT=80
 bench: bench-etl bench-train bench-serve bench-quality  ## all benchmarks (JSON under bench/results/)
 
 bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/results/etl.json
-	$(VENV_PYTHON) bench/bench_etl.py --output bench/results/etl.json
+	$(VENV_PYTHON) -m bench.bench_etl --output bench/results/etl.json
 
 bench-train: $(SETUP)  ## training throughput at length 50 and 200, loaders side by side, time to early stop -> bench/results/train.json
-	$(VENV_PYTHON) bench/bench_train.py --output bench/results/train.json
+	$(VENV_PYTHON) -m bench.bench_train --output bench/results/train.json
 
 bench-quality: $(SETUP)  ## MovieLens-100K: defaults, each lever, SASRec vs baselines, 740 s each -> bench/results/quality.json (about 70 min)
-	$(VENV_PYTHON) bench/bench_quality.py --output bench/results/quality.json
+	$(VENV_PYTHON) -m bench.bench_quality --output bench/results/quality.json
 
 bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
-	$(VENV_PYTHON) bench/bench_serve.py --output bench/results/serve.json
+	$(VENV_PYTHON) -m bench.bench_serve --output bench/results/serve.json
 
 bench-load: $(SETUP)  ## 5 min of mixed HTTP/gRPC traffic (1 and 64 sessions, 5% malformed) through the real server -> bench/results/load.json
-	$(VENV_PYTHON) bench/bench_load.py --output bench/results/load.json
+	$(VENV_PYTHON) -m bench.bench_load --output bench/results/load.json
 
 FUZZ_TIME ?= 300
 FUZZ_DIR ?= runs/fuzz

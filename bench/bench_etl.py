@@ -22,9 +22,7 @@ from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from dask_processes import dask_processes  # noqa: E402  (shared with tests/test_distributed.py)
+from tests.dask_processes import dask_processes  # shared with tests/test_distributed.py: run as `python -m bench.bench_etl`
 
 MEAN_INTERACTIONS_PER_USER = 40
 MOVIES = 20_000

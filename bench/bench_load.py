@@ -33,14 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_serve import TOP_K, prepare  # noqa: E402
-from t4r_app.serve.export import ENSEMBLE_NAME, export_run  # noqa: E402
-from t4r_app.serve.ensemble_ops import MAX_SESSIONS_PER_REQUEST, MOVIE_IDS, OFFSETS_INPUT, SCORES, VALUES_INPUT  # noqa: E402
-from t4r_app.serve.triton_client import encode_request  # noqa: E402
-from t4r_app.serve.triton_server import TritonServer, free_port  # noqa: E402
+from bench.bench_serve import TOP_K, prepare  # run as `python -m bench.bench_load` from the repository root
+from t4r_app.serve.export import export_run
+from t4r_app.serve.protocol import (
+    ENSEMBLE_NAME,
+    MAX_SESSIONS_PER_REQUEST,
+    MOVIE_IDS,
+    OFFSETS_INPUT,
+    SCORES,
+    VALUES_INPUT,
+    encode_request,
+)
+from t4r_app.serve.triton_server import TritonServer, free_port
 
 BIG_REQUEST = 64
 MALFORMED_KINDS = ("offsets_past_values", "negative_offsets", "wrong_dtype", "too_many_sessions")

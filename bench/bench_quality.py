@@ -36,6 +36,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from t4r_app.evaluate.results import EvaluationResults
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 LEVERS_OFF = [
@@ -70,6 +72,8 @@ VARIANTS: dict[str, list[str]] = {
     ],
 }
 PROTOCOLS = ("full", "full_unseen")
+# The metrics each row records, under the names bench/results/*.json has always used.
+ROW_METRICS = {"ndcg@10": lambda metrics: metrics.ndcg[10], "hr@10": lambda metrics: metrics.hr[10]}
 # An e-commerce-like catalogue: 25x MovieLens-100K's items, sessions a tenth as long.
 ECOMMERCE = (31_000, 23_700, 8)
 DATASETS = {
@@ -137,7 +141,7 @@ def run_variant(
         raise SystemExit(f"--evaluate-only: {run_dir} has no trained model; run the variant without it first")
     app("evaluate", "--run", str(run_dir), "--quiet", threads=threads, log=run_dir.with_suffix(".eval.log"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    results = json.loads((run_dir / "eval.json").read_text())
+    results = EvaluationResults.load(run_dir)
     row = {
         "variant": name,
         "overrides": overrides,
@@ -146,25 +150,32 @@ def run_variant(
         "epochs_run": metrics["epochs_run"],
         "best_epoch": metrics["best_epoch"],
     }
-    for split in ("valid", "test"):
-        for protocol in PROTOCOLS:
-            for metric in ("ndcg@10", "hr@10"):
-                row[f"{split}_{protocol}_{metric}"] = round(results[split]["model"][protocol][metric], 4)
+    splits = {split: results.splits[split] for split in ("valid", "test")}
+    row.update(_row_values({split: values.model for split, values in splits.items()}, PROTOCOLS))
     row["baselines"] = {
-        name: {f"{split}_{protocol}_{metric}": round(results[split]["baselines"][name][protocol][metric], 4)
-               for split in ("valid", "test") for protocol in PROTOCOLS for metric in ("ndcg@10", "hr@10")}
-        for name in results["test"]["baselines"]
+        name: _row_values({split: values.baselines[name] for split, values in splits.items()}, PROTOCOLS)
+        for name in splits["test"].baselines
     }
     row["test_slices"] = {
-        slice_name: {"rows": values["rows"], **{
-            scorer: {f"{protocol}_{metric}": round(metrics[protocol][metric], 4)
-                     for protocol in metrics for metric in ("ndcg@10", "hr@10")}
-            for scorer, metrics in values.items() if scorer != "rows"}}
-        for slice_name, values in results["test"].get("slices", {}).items()
+        slice_name: {"rows": values.rows, **{
+            scorer_name: {
+                f"{protocol}_{metric}": round(value(ranking), 4)
+                for protocol, ranking in scorer.by_protocol().items() for metric, value in ROW_METRICS.items()
+            }
+            for scorer_name, scorer in values.scorers.items()}}
+        for slice_name, values in splits["test"].slices.items()
     }
     print(f"{name}: test NDCG@10 {row['test_full_ndcg@10']:.4f} all, {row['test_full_unseen_ndcg@10']:.4f} unseen "
           f"({metrics['train_seconds']:.0f} s, best epoch {metrics['best_epoch']:g})", flush=True)
     return row
+
+
+def _row_values(by_split: dict, protocols: tuple[str, ...]) -> dict[str, float]:
+    """``{split}_{protocol}_{metric}``: one scorer's ROW_METRICS per split and protocol, rounded."""
+    return {
+        f"{split}_{protocol}_{metric}": round(value(scorer.protocol(protocol)), 4)
+        for split, scorer in by_split.items() for protocol in protocols for metric, value in ROW_METRICS.items()
+    }
 
 
 def markdown(report: dict) -> str:

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,33 +22,29 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from t4r_app.config import load_config  # noqa: E402
-from t4r_app.serve.export import export_run  # noqa: E402
-from t4r_app.data.preprocess import preprocess  # noqa: E402
-from t4r_app.serve.recommender import Recommender  # noqa: E402
-from t4r_app.model.saved_run import load_run  # noqa: E402
-from t4r_app.data.item_sequences import read_split  # noqa: E402
-from t4r_app.data.synthetic import GenerationSpec, generate_dataset  # noqa: E402
-from t4r_app.train.trainer import train  # noqa: E402
-from t4r_app.serve.triton_client import TritonRecommender  # noqa: E402
-from t4r_app.serve.triton_server import TritonServer, free_port  # noqa: E402
+from t4r_app.config import load_config
+from t4r_app.data.item_sequences import read_split
+from t4r_app.data.synthetic import GenerationSpec
+from t4r_app.model.saved_run import load_run
+from t4r_app.pipeline import run_pipeline
+from t4r_app.serve.export import export_run
+from t4r_app.serve.recommender import Recommender
+from t4r_app.serve.triton_client import TritonRecommender
+from t4r_app.serve.triton_server import TritonServer, free_port
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 TOP_K = 10
 
 
 def prepare(work: Path) -> tuple[Path, list[list[int]]]:
-    generate_dataset(GenerationSpec(users=3000, movies=500, seed=7), work / "raw")
     config = load_config(DEMO_CONFIG, ["train.epochs=3"])
-    preprocess(config, str(work / "raw"), work / "data")
-    train(config, work / "data", work / "run", progress=False)
-    mapping = pd.read_parquet(work / "data" / "item_mapping.parquet")
+    spec = GenerationSpec(users=3000, movies=500, seed=7)
+    result = run_pipeline(config, work / "raw", work / "data", work / "run", generate=spec, evaluate=False, progress=False)
+    mapping = pd.read_parquet(result.data_dir / "item_mapping.parquet")
     movie_of = dict(zip(mapping["item_id"], mapping["movie_index"]))
-    items = read_split(work / "data", "test").items
+    items = read_split(result.data_dir, "test").items
     sessions = [[int(movie_of[i]) for i in items.row(r)] for r in range(len(items))]
-    return work / "run", sessions
+    return result.run_dir, sessions
 
 
 def summarise(latencies: list[float], failures: int, seconds: float) -> dict:

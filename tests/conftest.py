@@ -7,6 +7,7 @@ project's codec, so the reader is checked against an independent implementation.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -111,18 +112,20 @@ def tiny_config(*overrides: str):
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    """A generated set of 400 users and 60 movies, preprocessed with sequences of at most 20."""
-    from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+    """A generated set of 400 users and 60 movies, preprocessed with sequences of at most 20
+    (shared: tests read it, never write into it)."""
+    from t4r_app.data.synthetic import GenerationSpec
+    from t4r_app.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("tiny")
-    generate_dataset(GenerationSpec(users=400, movies=60, seed=3, mean_interactions=25), root / "raw")
-    run(root / "raw", root / "data", "max_seq_length=20")
-    return root / "data"
+    spec = GenerationSpec(users=400, movies=60, seed=3, mean_interactions=25)
+    return run_pipeline(load_config(None, ["max_seq_length=20"]), root / "raw", root / "data", None, generate=spec).data_dir
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
-    """A 3-epoch run on tiny_data (shared: tests read it, never write into it)."""
+    """A 3-epoch run on tiny_data (shared: tests read it, never write into it; a test that
+    writes into a run takes ``tiny_run_copy``)."""
     from t4r_app.train.trainer import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
@@ -130,15 +133,20 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture
+def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """This test's own copy of tiny_run, to write into (evaluate writes eval.json, report.md)."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "tiny_run"))
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> Path:
-    """The demo end to end: `make demo`'s data (3,000 users, 500 movies, seed 7) and config."""
-    from t4r_app.data.synthetic import GenerationSpec, generate_dataset
-    from t4r_app.train.trainer import train
+    """The demo end to end: `make demo`'s data (3,000 users, 500 movies, seed 7) and config,
+    without the zip and the evaluation (the tests evaluate it themselves)."""
+    from t4r_app.data.synthetic import GenerationSpec
+    from t4r_app.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("demo")
-    generate_dataset(GenerationSpec(users=3000, movies=500, seed=7), root / "raw")
     config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml")
-    preprocess(config, str(root / "raw"), root / "data")
-    train(config, root / "data", root / "run", progress=False)
-    return root / "run"
+    spec = GenerationSpec(users=3000, movies=500, seed=7)
+    return run_pipeline(config, root / "raw", root / "data", root / "run", generate=spec, evaluate=False, progress=False).run_dir

@@ -11,8 +11,7 @@ from tfrecord import example_pb2
 from tfrecord.writer import TFRecordWriter
 
 from conftest import decoded, run, session, write_shard, write_titles
-from t4r_app.errors import BadRecordError
-from t4r_app.errors import InputError
+from t4r_app.errors import BadRecordError, InputError
 
 GOOD = [session(1, [1, 2, 3, 4, 5], [10, 20, 30, 40, 50]), session(2, [5, 4, 3, 2, 1], [1, 2, 3, 4, 5])]
 
@@ -24,6 +23,13 @@ def _dataset(tmp_path, bad_records, extra_shards=None):
         (root / "dataset" / name).write_bytes(content)
     write_titles(root / "movie_title_by_index.json", range(10))
     return root
+
+
+def _fails_then_counted(root, out, message: str) -> dict:
+    """The input stops an on_bad_record=fail run with ``message``; the stats of the skip run that counts it."""
+    with pytest.raises(BadRecordError, match=message):
+        run(root, out)
+    return run(root, out, "on_bad_record=skip").stats.to_json()
 
 
 def _raw_frame(payload: bytes) -> bytes:
@@ -58,7 +64,7 @@ def test_bad_record_fails_with_file_record_and_reason(tmp_path, reason):
 @pytest.mark.parametrize("reason", sorted(BAD_RECORDS))
 def test_bad_record_is_skipped_and_counted(tmp_path, reason):
     root = _dataset(tmp_path, [BAD_RECORDS[reason]])
-    stats = run(root, tmp_path / "out", "on_bad_record=skip").stats
+    stats = run(root, tmp_path / "out", "on_bad_record=skip").stats.to_json()
     assert stats["records_rejected"] == {reason: 1}
     assert stats["records_read"] == 3 and stats["records_kept"] == 2
     assert decoded(tmp_path / "out", "test") == {1: [1, 2, 3, 4, 5], 2: [5, 4, 3, 2, 1]}
@@ -73,9 +79,8 @@ def test_undecodable_payload_is_a_malformed_example(tmp_path):
     (root / "dataset").mkdir(parents=True)
     (root / "dataset" / "data-0.tfrecord").write_bytes(content)
     write_titles(root / "movie_title_by_index.json", range(10))
-    with pytest.raises(BadRecordError, match=r"record 1 .*malformed_example"):
-        run(root, tmp_path / "out")
-    assert run(root, tmp_path / "out", "on_bad_record=skip").stats["records_rejected"] == {"malformed_example": 1}
+    stats = _fails_then_counted(root, tmp_path / "out", r"record 1 .*malformed_example")
+    assert stats["records_rejected"] == {"malformed_example": 1}
 
 
 def _shard_bytes(tmp_path):
@@ -86,9 +91,7 @@ def _shard_bytes(tmp_path):
 def test_truncated_shard(tmp_path):
     content = _shard_bytes(tmp_path)
     root = _dataset(tmp_path, [], {"data-1.tfrecord": content[:-7]})
-    with pytest.raises(BadRecordError, match=r"data-1.tfrecord: record 1 .*truncated_record"):
-        run(root, tmp_path / "out")
-    stats = run(root, tmp_path / "out", "on_bad_record=skip").stats
+    stats = _fails_then_counted(root, tmp_path / "out", r"data-1.tfrecord: record 1 .*truncated_record")
     assert stats["records_rejected"] == {"truncated_record": 1}
     assert stats["records_read"] == 4 and stats["records_kept"] == 3
 
@@ -97,39 +100,32 @@ def test_crc_mismatch(tmp_path):
     content = bytearray(_shard_bytes(tmp_path))
     content[20] ^= 0xFF  # inside the first payload
     root = _dataset(tmp_path, [], {"data-1.tfrecord": bytes(content)})
-    with pytest.raises(BadRecordError, match=r"data-1.tfrecord: record 0 .*data_crc_mismatch"):
-        run(root, tmp_path / "out")
-    stats = run(root, tmp_path / "out", "on_bad_record=skip").stats
+    stats = _fails_then_counted(root, tmp_path / "out", r"data-1.tfrecord: record 0 .*data_crc_mismatch")
     assert stats["records_rejected"] == {"data_crc_mismatch": 1}
     assert stats["records_kept"] == 3  # reading went on after the bad record
 
 
 def test_file_that_is_not_a_tfrecord(tmp_path):
     root = _dataset(tmp_path, [], {"data-1.tfrecord": b"user,movie,timestamp\n1,2,3\n" * 10})
-    with pytest.raises(BadRecordError, match=r"data-1.tfrecord: not_tfrecord"):
-        run(root, tmp_path / "out")
-    stats = run(root, tmp_path / "out", "on_bad_record=skip").stats
+    stats = _fails_then_counted(root, tmp_path / "out", r"data-1.tfrecord: not_tfrecord")
     assert stats["shards_rejected"] == {"not_tfrecord": 1} and stats["shards_read"] == 1
 
 
 def test_empty_shard(tmp_path):
     root = _dataset(tmp_path, [], {"data-1.tfrecord": b""})
-    with pytest.raises(BadRecordError, match=r"data-1.tfrecord: empty_shard"):
-        run(root, tmp_path / "out")
-    assert run(root, tmp_path / "out", "on_bad_record=skip").stats["shards_rejected"] == {"empty_shard": 1}
+    stats = _fails_then_counted(root, tmp_path / "out", r"data-1.tfrecord: empty_shard")
+    assert stats["shards_rejected"] == {"empty_shard": 1}
 
 
 def test_gzip_shards_are_read(tmp_path):
     root = _dataset(tmp_path, [], {"data-1.tfrecord.gz": gzip.compress(_shard_bytes(tmp_path))})
-    stats = run(root, tmp_path / "out").stats
+    stats = run(root, tmp_path / "out").stats.to_json()
     assert stats["records_kept"] == 4 and stats["shards_read"] == 2
 
 
 def test_truncated_gzip_is_counted(tmp_path):
     root = _dataset(tmp_path, [], {"data-1.tfrecord.gz": gzip.compress(_shard_bytes(tmp_path))[:-20]})
-    with pytest.raises(BadRecordError, match="data-1.tfrecord.gz"):
-        run(root, tmp_path / "out")
-    stats = run(root, tmp_path / "out", "on_bad_record=skip").stats
+    stats = _fails_then_counted(root, tmp_path / "out", "data-1.tfrecord.gz")
     assert stats["records_read"] == stats["records_kept"] + sum(stats["records_rejected"].values())
     assert sum(stats["records_rejected"].values()) >= 1
 
@@ -153,7 +149,7 @@ def test_missing_input_and_empty_glob(tmp_path):
 def test_glob_input_with_explicit_titles(tmp_path):
     root = _dataset(tmp_path, [])
     titles = write_titles(tmp_path / "elsewhere" / "titles.json", range(10))
-    stats = run(str(root / "dataset" / "data-*.tfrecord"), tmp_path / "out", titles=str(titles)).stats
+    stats = run(str(root / "dataset" / "data-*.tfrecord"), tmp_path / "out", titles=str(titles)).stats.to_json()
     assert stats["records_kept"] == 2
 
 

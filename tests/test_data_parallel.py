@@ -15,7 +15,7 @@ import pytest
 from conftest import TINY_MODEL, tiny_config
 from t4r_app.model.saved_run import load_run
 from t4r_app.train.windows import EpochShuffle, training_histories
-from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.model.architecture import max_sequence_length, trainer_metric, vocabulary_size
 from t4r_app.train.trainer import train, training_arguments, training_loader, validation_loader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +70,7 @@ def test_the_ranks_loaders_together_hold_the_training_set(tiny_data, monkeypatch
     assert set(seen) == windows and len(seen) - len(single.dataset) <= 1
 
 
+@pytest.mark.slow  # parallel_run: torchrun
 def test_two_processes_train_one_model(parallel_run, tiny_data):
     run_dir, done = parallel_run
     assert "data-parallel training: 2 processes (gloo), 32 windows per process and step, effective batch 64" in done.stdout
@@ -82,6 +83,7 @@ def test_two_processes_train_one_model(parallel_run, tiny_data):
     assert np.isfinite(metrics["best_valid_ndcg"]) and run.model is not None
 
 
+@pytest.mark.slow  # parallel_run: torchrun
 def test_two_processes_learn_like_one_with_the_same_effective_batch(parallel_run, tiny_data, tmp_path):
     run_dir, _ = parallel_run
     single = train(
@@ -94,6 +96,7 @@ def test_two_processes_learn_like_one_with_the_same_effective_batch(parallel_run
     assert abs(parallel - single.best_valid_ndcg) <= NDCG_TOLERANCE, (parallel, single.best_valid_ndcg)
 
 
+@pytest.mark.slow  # torchrun, twice
 def test_a_two_process_run_resumes_to_the_uninterrupted_result(parallel_run, tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     settings = [*TINY_MODEL, f"train.batch_size={EFFECTIVE_BATCH // 2}", "train.min_epochs=0"]
@@ -114,10 +117,10 @@ def test_validation_through_our_loader_equals_t4rs_own(tiny_run, tiny_data, tmp_
     import transformers4rec.torch as tr
 
     run = load_run(tiny_run)
-    args = training_arguments(run.config, tmp_path, max_sequence_length(run.schema), vocabulary_size(run.schema), 10, False)
+    args = training_arguments(run.config, tmp_path, max_sequence_length(run.schema), vocabulary_size(run.schema), 10)
     metrics = []
     for loader in ({"eval_dataset_or_path": str(tiny_data / "valid")}, {"eval_dataloader": validation_loader(run.config, tiny_data)}):
         trainer = tr.Trainer(model=run.model, args=args, schema=run.schema, compute_metrics=True, **loader)
         metrics.append(trainer.evaluate())
-    for name in ("eval_/next-item/ndcg_at_10", "eval_/next-item/recall_at_10", "eval_/loss"):
+    for name in (trainer_metric("ndcg"), trainer_metric("recall"), "eval_/loss"):
         assert metrics[0][name] == pytest.approx(metrics[1][name], rel=1e-6), name

@@ -14,6 +14,8 @@ from conftest import read_split, run
 from dask_processes import dask_processes
 from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 
+pytestmark = pytest.mark.slow  # dask clusters: a LocalCluster and `dask scheduler` / `dask worker` processes
+
 SETTINGS = ["preprocess.partitions=3", "drop_consecutive_duplicates=true"]
 
 
@@ -27,8 +29,8 @@ def _assert_same_outputs(single, other) -> None:
         assert len(_digests(single.output_dir / name)) == 3
         assert _digests(single.output_dir / name) == _digests(other.output_dir / name), name
         assert read_split(single.output_dir, name).equals(read_split(other.output_dir, name))
-    single_stats = {k: v for k, v in single.stats.items() if k != "timings_s"}
-    other_stats = {k: v for k, v in other.stats.items() if k != "timings_s"}
+    single_stats = {k: v for k, v in single.stats.to_json().items() if k != "timings_s"}
+    other_stats = {k: v for k, v in other.stats.to_json().items() if k != "timings_s"}
     assert single_stats == other_stats
 
 

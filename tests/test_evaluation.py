@@ -23,10 +23,11 @@ from t4r_app.evaluate.protocol import (
     sample_negatives,
     scorer_ranks,
 )
-from t4r_app.evaluate.metrics import ranking_metrics, target_ranks
+from t4r_app.evaluate.metrics import RankingMetrics, ranking_metrics, target_ranks
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.evaluate.report import baseline_verdicts, verdict_lines
-from t4r_app.model.saved_run import load_run
+from t4r_app.evaluate.results import EvaluationResults, ScorerResults, SplitResults
+from t4r_app.model.saved_run import MONITOR_METRIC, load_run
 from t4r_app.data.item_sequences import ItemSequences, read_split
 from t4r_app.train.windows import training_histories
 from t4r_app.train.trainer import training_arguments
@@ -37,6 +38,10 @@ def loaded(tiny_run):
     return load_run(tiny_run)
 
 
+# How T4R's Trainer names its metrics: MONITOR_METRIC is "<prefix>/ndcg_at_10".
+TRAINER_PREFIX = MONITOR_METRIC.rsplit("/", 1)[0]
+
+
 def _model_scores(run, sessions: ItemSequences) -> np.ndarray:
     score = model_scorer(run.model, max_sequence_length(run.schema))
     return np.concatenate([score(sessions, slice(s, s + 256)) for s in range(0, len(sessions), 256)])
@@ -44,7 +49,7 @@ def _model_scores(run, sessions: ItemSequences) -> np.ndarray:
 
 def test_trainer_metrics_agree_with_a_numpy_reference(loaded, tiny_data, tmp_path):
     vocabulary = vocabulary_size(loaded.schema)
-    args = training_arguments(loaded.config, tmp_path, max_sequence_length(loaded.schema), vocabulary, 1, False)
+    args = training_arguments(loaded.config, tmp_path, max_sequence_length(loaded.schema), vocabulary, 1)
     trainer = tr.Trainer(
         model=loaded.model,
         args=args,
@@ -56,10 +61,10 @@ def test_trainer_metrics_agree_with_a_numpy_reference(loaded, tiny_data, tmp_pat
     inputs, targets = read_split(tiny_data, "valid").items.split_last()
     reference = ranking_metrics(target_ranks(_model_scores(loaded, inputs), targets), [1, 5, 10, 20])
     for k in (1, 5, 10, 20):
-        assert from_trainer[f"eval_/next-item/ndcg_at_{k}"] == pytest.approx(reference[f"ndcg@{k}"], abs=1e-4)
-        assert from_trainer[f"eval_/next-item/recall_at_{k}"] == pytest.approx(reference[f"hr@{k}"], abs=1e-4)
-    assert reference["hr@1"] <= reference["hr@5"] <= reference["hr@10"]
-    assert from_trainer["eval_/next-item/ndcg_at_10"] < 0.9  # three epochs cannot be that good without leakage
+        assert from_trainer[f"{TRAINER_PREFIX}/ndcg_at_{k}"] == pytest.approx(reference.ndcg[k], abs=1e-4)
+        assert from_trainer[f"{TRAINER_PREFIX}/recall_at_{k}"] == pytest.approx(reference.hr[k], abs=1e-4)
+    assert reference.hr[1] <= reference.hr[5] <= reference.hr[10]
+    assert from_trainer[MONITOR_METRIC] < 0.9  # three epochs cannot be that good without leakage
 
 
 def test_evaluation_inputs_end_before_the_target(tiny_data):
@@ -101,10 +106,10 @@ def test_one_scoring_pass_ranks_over_all_movies_and_without_the_sessions_own():
 
     results = evaluate_scorer(repeat_last, eval_set, [1])
     assert len(calls) == 1  # both rankings (and the sampled one) come from one call per batch
-    assert set(results) == {"full", "full_unseen", "sampled"}
-    kept, excluded = results["full"], results["full_unseen"]
-    assert kept["hr@1"] == 0.5  # row 0 repeats its last movie
-    assert excluded["hr@1"] == 0.0  # a seen target cannot be recommended any more
+    assert set(results.by_protocol()) == {"full", "full_unseen", "sampled"}
+    kept, excluded = results.full, results.full_unseen
+    assert kept.hr[1] == 0.5  # row 0 repeats its last movie
+    assert excluded.hr[1] == 0.0  # a seen target cannot be recommended any more
     # row 1 (target 7): 6 (its last), 3, 4, 5 rank above 7 over all movies; without 5 and 6 only 3, 4 do
     assert scorer_ranks(repeat_last, eval_set)["full"][1] == 5
     assert scorer_ranks(repeat_last, eval_set)["full_unseen"][1] == 3
@@ -124,11 +129,13 @@ def test_leaving_seen_movies_out_only_lifts_unseen_targets(loaded, tiny_data):
 def test_comparison_of_identical_and_of_clearly_different_scorers():
     ranks = {"full": np.arange(1, 401) % 37 + 1, "full_unseen": np.arange(1, 401) % 23 + 1}
     same = compare_ranks(ranks, {k: v.copy() for k, v in ranks.items()})
-    assert same == {p: {"ndcg@10_difference": 0.0, "ci95": [0.0, 0.0], "resamples": 1000} for p in ("full", "full_unseen")}
+    assert {p: c.to_json() for p, c in same.items()} == {
+        p: {"ndcg@10_difference": 0.0, "ci95": [0.0, 0.0], "resamples": 1000} for p in ("full", "full_unseen")
+    }
     better = compare_ranks({k: np.maximum(1, v // 5) for k, v in ranks.items()}, ranks)
     for protocol in ("full", "full_unseen"):
-        low, high = better[protocol]["ci95"]
-        assert 0 < low <= better[protocol]["ndcg@10_difference"] <= high
+        low, high = better[protocol].ci95
+        assert 0 < low <= better[protocol].difference <= high
 
 
 def test_baselines_see_the_whole_training_history_never_a_target(tiny_data):
@@ -163,11 +170,16 @@ def test_old_configs_with_evaluate_exclude_seen_still_load(tmp_path):
 
 
 def test_verdicts_say_plainly_where_the_model_loses():
-    def split(model, markov, popular):
-        scored = lambda value: {"full": {"ndcg@10": value}, "full_unseen": {"ndcg@10": value + 0.1}}  # noqa: E731
-        return {"model": scored(model), "baselines": {"most_popular": scored(popular), "markov": scored(markov)}}
+    def ndcg(value):
+        return RankingMetrics(hr={}, ndcg={10: value}, mrr=0.0, count=1)
 
-    results = {"valid": split(0.041, 0.060, 0.02), "test": split(0.5, 0.1, 0.1)}
+    def scored(value):
+        return ScorerResults(full=ndcg(value), full_unseen=ndcg(value + 0.1), sampled=ndcg(value))
+
+    def split(model, markov, popular):
+        return SplitResults(scored(model), {"most_popular": scored(popular), "markov": scored(markov)}, {}, {})
+
+    results = EvaluationResults({"valid": split(0.041, 0.060, 0.02), "test": split(0.5, 0.1, 0.1)}, settings=None)  # verdicts read no setting
     assert baseline_verdicts(results) == [
         "validation: the model does NOT beat markov over all movies (0.041 vs 0.060 NDCG@10)",
         "validation: the model does NOT beat markov with the session's own movies left out (0.141 vs 0.160 NDCG@10)",
@@ -175,7 +187,8 @@ def test_verdicts_say_plainly_where_the_model_loses():
     assert baseline_verdicts(results, "test") == []
 
 
-def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run, capsys):
+def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_copy, capsys):
+    tiny_run = tiny_run_copy  # evaluate writes into the run: never into the shared tiny_run
     assert main(["evaluate", "--run", str(tiny_run), "--quiet"]) == 0
     printed = capsys.readouterr().out
     saved = json.loads((tiny_run / "eval.json").read_text())
@@ -199,7 +212,7 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run,
     report = (tiny_run / "report.md").read_text()
     rows = ["| over all movies | BERT4Rec |", "| with the session's own movies left out | Markov (1st order) |",
             "| sampled (100 negatives) | MostPopular |", "| MostPopular | over all movies | "]
-    for text in rows + verdict_lines(saved, "valid"):
+    for text in rows + verdict_lines(EvaluationResults.from_json(saved), "valid"):
         assert text in printed and text in report
     assert "## Validation (" in report and "## Test (" in report
     assert (tiny_run / "eval_plot.png").stat().st_size > 1000
@@ -210,7 +223,7 @@ def test_training_prints_the_validation_verdicts_without_touching_eval_json(tiny
     _print_validation_verdicts(tiny_run)
     printed = capsys.readouterr().out.splitlines()
     results = evaluate_results(tiny_run, splits=("valid",), progress=False)
-    assert set(results) == {"valid", "settings"}
+    assert set(results.to_json()) == {"valid", "settings"}
     assert printed == verdict_lines(results, "valid")
     assert printed and all(line.startswith("validation: the model ") for line in printed)
     after = (tiny_run / "eval.json").read_text() if (tiny_run / "eval.json").exists() else None

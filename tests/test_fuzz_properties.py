@@ -96,6 +96,15 @@ sessions = st.lists(
 )
 
 
+def _columns(records) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(users, offsets, movies, timestamps) of drawn ``sessions``, as encode_examples takes them."""
+    users = np.array([u for u, _ in records], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(p) for _, p in records])
+    movies = np.array([m for _, pairs in records for m, _ in pairs], dtype=np.int64)
+    times = np.array([t for _, pairs in records for _, t in pairs], dtype=np.int64)
+    return users, offsets, movies, times
+
+
 # ---------------------------------------------------------------- TFRecord framing
 
 
@@ -110,10 +119,7 @@ def test_any_bytes_frame_to_records_or_a_problem(data):
 @FAST
 @given(sessions, st.data())
 def test_every_truncation_of_a_valid_shard_is_a_counted_reject(records, data):
-    users = np.array([u for u, _ in records], dtype=np.int64)
-    offsets = np.cumsum([0] + [len(p) for _, p in records])
-    movies = np.array([m for _, pairs in records for m, _ in pairs], dtype=np.int64)
-    times = np.array([t for _, pairs in records for _, t in pairs], dtype=np.int64)
+    users, offsets, movies, times = _columns(records)
     content = _shard(encode_examples(users, offsets, movies, times))
     for cut in sorted({data.draw(st.integers(0, len(content)), label="cut") for _ in range(8)} | {len(content)}):
         piece = content[:cut]
@@ -202,10 +208,7 @@ def test_any_payloads_decode_to_a_status(payloads):
 @FAST
 @given(sessions)
 def test_int64_extremes_round_trip_and_match_protobuf(records):
-    users = np.array([u for u, _ in records], dtype=np.int64)
-    offsets = np.cumsum([0] + [len(p) for _, p in records])
-    movies = np.array([m for _, pairs in records for m, _ in pairs], dtype=np.int64)
-    times = np.array([t for _, pairs in records for _, t in pairs], dtype=np.int64)
+    users, offsets, movies, times = _columns(records)
     payloads = encode_examples(users, offsets, movies, times)
     batch = decode_examples(payloads)
     assert (batch.status == OK).all()
@@ -310,10 +313,10 @@ def test_titles_file_parses_or_names_the_problem(raw):
 
 
 def test_gigantic_titles_key_does_not_allocate_a_dense_mask():
-    from t4r_app.data.interactions import known_movie_mask
+    from t4r_app.data.interactions import titled_movie_ids
 
     titles = parse_titles(b'{"0": "a", "9000000000000000000": "b"}', "titles.json")
-    assert known_movie_mask(titles).tolist() == [0, 9000000000000000000]
+    assert titled_movie_ids(titles).tolist() == [0, 9000000000000000000]
 
 
 # ---------------------------------------------------------------- predict's session input

@@ -19,7 +19,8 @@ from merlin.dag import postorder_iter_nodes
 
 from t4r_app.cli import main
 from t4r_app.errors import ServeError
-from t4r_app.serve.export import ENSEMBLE_NAME, EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
+from t4r_app.serve.export import EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
+from t4r_app.serve.protocol import ENSEMBLE_NAME
 from t4r_app.model.architecture import max_sequence_length
 from t4r_app.serve.recommender import Recommender
 from t4r_app.model.saved_run import load_run
@@ -28,6 +29,7 @@ from t4r_app.serve.ensemble_ops import MODEL_FILE, PredictTopK
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import NO_GPU_IN_TRITON, TritonServer, find_tritonserver, free_port
 
+pytestmark = pytest.mark.slow  # two exports, and tritonserver
 TOP_K = 10
 HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build of torch")

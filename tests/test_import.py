@@ -16,7 +16,7 @@ from t4r_app.data import public_data
 from t4r_app.cli import main
 from t4r_app.errors import DataImportError
 from t4r_app.data.importers import FORMATS, cut_sessions, format_summary, import_log
-from t4r_app.data.interactions import known_movie_mask
+from t4r_app.data.interactions import titled_movie_ids
 from t4r_app.data.records import SessionRecordReader
 from t4r_app.data.sources import resolve_source
 
@@ -32,7 +32,7 @@ def read_back(output: Path) -> tuple[list[tuple[int, list[int], list[int]]], dic
     """Records of the written zip as (user, movies, timestamps), sorted, and its titles."""
     source = resolve_source(str(output / "recommandation.zip"))
     titles = source.load_titles()
-    reader = SessionRecordReader(source, "fail", known_movie_mask(titles))
+    reader = SessionRecordReader(source, "fail", titled_movie_ids(titles))
     records: dict[int, tuple[int, list[int], list[int]]] = {}
     for batch in reader:
         columns = (batch.session_index, batch.user_index, batch.movie_index, batch.timestamp)

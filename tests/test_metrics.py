@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from t4r_app.evaluate.baselines import Markov, MostPopular
-from t4r_app.evaluate.metrics import ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
+from t4r_app.evaluate.metrics import RankingMetrics, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
 from t4r_app.data.item_sequences import ItemSequences
 
 
@@ -20,18 +20,18 @@ def test_ranks_are_one_based_and_ties_count_against_the_target():
 
 def test_metrics_match_hand_computed_values():
     metrics = ranking_metrics(np.array([1, 3, 12]), [1, 5, 10])
-    assert metrics["hr@1"] == pytest.approx(1 / 3)
-    assert metrics["hr@5"] == pytest.approx(2 / 3) and metrics["hr@10"] == pytest.approx(2 / 3)
-    assert metrics["ndcg@5"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
-    assert metrics["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 12) / 3)
-    assert metrics["count"] == 3
+    assert metrics.hr[1] == pytest.approx(1 / 3)
+    assert metrics.hr[5] == pytest.approx(2 / 3) and metrics.hr[10] == pytest.approx(2 / 3)
+    assert metrics.ndcg[5] == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert metrics.mrr == pytest.approx((1 + 1 / 3 + 1 / 12) / 3)
+    assert metrics.count == 3
 
 
 def test_hit_ratio_never_falls_as_k_grows():
     ranks = np.random.default_rng(0).integers(1, 50, 1000)
     metrics = ranking_metrics(ranks, [1, 5, 10, 20])
-    assert metrics["hr@1"] <= metrics["hr@5"] <= metrics["hr@10"] <= metrics["hr@20"] <= 1
-    assert metrics["ndcg@1"] <= metrics["ndcg@5"] <= metrics["ndcg@10"] <= metrics["ndcg@20"]
+    assert metrics.hr[1] <= metrics.hr[5] <= metrics.hr[10] <= metrics.hr[20] <= 1
+    assert metrics.ndcg[1] <= metrics.ndcg[5] <= metrics.ndcg[10] <= metrics.ndcg[20]
 
 
 def test_sampled_rank_counts_only_the_negatives():
@@ -59,7 +59,7 @@ def test_most_popular_ranks_by_training_count():
 def test_per_row_ndcg_averages_to_the_metric():
     ranks = np.array([1, 3, 12, 10, 11])
     assert ndcg_per_row(ranks, 10).tolist() == pytest.approx([1, 0.5, 0, 1 / math.log2(11), 0])
-    assert ndcg_per_row(ranks, 10).mean() == pytest.approx(ranking_metrics(ranks, [10])["ndcg@10"])
+    assert ndcg_per_row(ranks, 10).mean() == pytest.approx(ranking_metrics(ranks, [10]).ndcg[10])
 
 
 def test_paired_bootstrap_of_identical_scorers_is_exactly_zero():
@@ -81,3 +81,11 @@ def test_paired_bootstrap_interval_is_fixed_and_separates_a_clearly_better_score
     assert low < 0 < high
     with pytest.raises(ValueError, match="no rows to compare"):
         paired_bootstrap(np.zeros(0), np.zeros(0))
+
+
+def test_metrics_keep_eval_json_keys_and_read_back():
+    metrics = ranking_metrics(np.array([1, 3, 12]), [10, 1])
+    saved = metrics.to_json()
+    assert list(saved) == ["hr@1", "ndcg@1", "hr@10", "ndcg@10", "mrr", "count"]
+    assert saved["hr@10"] == pytest.approx(2 / 3) and saved["count"] == 3
+    assert RankingMetrics.from_json(saved) == metrics

@@ -135,7 +135,7 @@ def test_the_runs_seen_movie_rule_is_the_default_and_the_flags_override_it(tiny_
     assert [line["movieIndices"] for line in old] == [line["movieIndices"] for line in kept]
     forced = _predicted(["predict", "--run", str(tiny_run), "--input", str(source), "--exclude-seen"], tmp_path / "d.jsonl")
     assert [line["movieIndices"] for line in forced] == [line["movieIndices"] for line in excluded]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
         main(["predict", "--run", str(tiny_run), "--input", str(source), "--output", "x", "--exclude-seen", "--keep-seen"])
     assert "not allowed with argument" in capsys.readouterr().err
 

@@ -13,6 +13,15 @@ from merlin.schema import Tags
 from conftest import decoded, read_split, run, session, write_shard, write_titles
 from t4r_app.config import load_config
 from t4r_app.data.preprocess import format_summary
+from t4r_app.data.preprocess_stats import (
+    ItemIds,
+    LengthSummary,
+    PreprocessStats,
+    RepeatStats,
+    SplitRuleStats,
+    SplitStats,
+    load_preprocess_stats,
+)
 from t4r_app.data.item_sequences import ItemSequences, measured_repeats, repeat_stats, resolve_exclude_seen
 
 USER_7 = [10, 14, 11, 12, 13, 15]
@@ -56,13 +65,13 @@ def test_temporal_split_uses_global_cutoffs(fixture_dataset, tmp_path):
     assert train == {3: USER_3}  # user 7 has one item before 150: too short to train on
     assert valid == {7: [10, 14]}  # input [10] (before 150), target 14 (first at/after 150, before 300)
     assert test == {7: [10, 14, 11, 12]}  # input before 300, target 12, the first at 300 in reading order
-    assert result.stats["split"] == {"protocol": "temporal", "valid_cutoff": 150, "test_cutoff": 300}
+    assert result.stats.split == SplitRuleStats(protocol="temporal", valid_cutoff=150, test_cutoff=300)
 
 
 def test_temporal_targets_come_after_their_inputs_on_generated_data(generated_small, tmp_path):
     out = tmp_path / "out"
     result = run(generated_small, out, "split.protocol=temporal")
-    valid_cut, test_cut = result.stats["split"]["valid_cutoff"], result.stats["split"]["test_cutoff"]
+    valid_cut, test_cut = result.stats.split.valid_cutoff, result.stats.split.test_cutoff
     for role, cutoff in (("valid", valid_cut), ("test", test_cut)):
         frame = read_split(out, role)
         assert len(frame) > 0
@@ -90,21 +99,51 @@ def test_consecutive_duplicates_are_dropped_and_counted(tmp_path):
     result = run(root, out, "drop_consecutive_duplicates=true")
     assert decoded(out, "sequences") == {1: [5, 6, 7, 5, 8, 9]}
     assert read_split(out, "sequences")["timestamp-list"][0] == [0, 2, 5, 6, 7, 8]
-    assert result.stats["interactions_dropped"]["consecutive_duplicates"] == 3
-    assert result.stats["interactions"] == 6
+    assert result.stats.kept.interactions_dropped.consecutive_duplicates == 3
+    assert result.stats.kept.interactions == 6
 
 
 def test_counts_reconcile_from_records_to_sequences(fixture_dataset, tmp_path):
     write_shard(fixture_dataset / "recommendation" / "dataset" / "data-3.tfrecord", [session(9, [10, 11], [1, 2])])
     out = tmp_path / "out"
     stats = run(fixture_dataset, out).stats
-    assert stats["records_read"] == stats["records_kept"] + sum(stats["records_rejected"].values()) == 6
-    dropped = stats["interactions_dropped"]
-    assert stats["interactions_read"] == stats["interactions"] + dropped["consecutive_duplicates"] + dropped["short_sequences"]
-    assert stats["interactions"] == 12 and dropped["short_sequences"] == 2
-    assert stats["users"] == 2 and stats["sequences"] == 2 and stats["sequences_dropped_short"] == 1
-    assert stats["splits"]["test"] == {"sequences": 2, "interactions": 12, "length": {"min": 6, "median": 6.0, "max": 6}}
+    read, kept = stats.read, stats.kept
+    assert read.records_read == read.records_kept + sum(read.records_rejected.values()) == 6
+    dropped = kept.interactions_dropped
+    assert read.interactions == kept.interactions + dropped.consecutive_duplicates + dropped.short_sequences
+    assert kept.interactions == 12 and dropped.short_sequences == 2
+    assert kept.users == 2 and kept.sequences == 2 and kept.sequences_dropped_short == 1
+    assert stats.splits["test"] == SplitStats(sequences=2, interactions=12, length=LengthSummary(min=6, median=6.0, max=6))
     assert json.loads((out / "stats.json").read_text())["records_read"] == 6
+    assert load_preprocess_stats(out) == stats
+
+
+def test_stats_json_keeps_its_keys_and_reads_back():
+    """stats.json is read by train and by people's scripts: the typed stats write exactly its keys."""
+    saved = {
+        "input": "directory raw",
+        "shards_read": 2,
+        "shards_rejected": {"empty_shard": 1},
+        "records_read": 6,
+        "records_kept": 5,
+        "records_rejected": {"bad_timestamp": 1},
+        "interactions_read": 14,
+        "interactions_dropped": {"consecutive_duplicates": 0, "short_sequences": 2},
+        "interactions": 12,
+        "repeats": {"interactions": 0, "share": 0.0},
+        "sequences": 2,
+        "sequences_dropped_short": 1,
+        "users": 2,
+        "items": 30,
+        "item_ids": {"padding": 0, "null": 1, "out_of_vocabulary": 2, "first_movie": 3, "last_movie": 32, "mask": 33},
+        "split": {"protocol": "leave_one_out", "valid_cutoff": None, "test_cutoff": None},
+        "splits": {"train": {"sequences": 2, "interactions": 8, "length": {"min": 4, "median": 4.0, "max": 4}}},
+        "items_titles_only": 18,
+        "timings_s": {"total": 1.5},
+    }
+    stats = PreprocessStats.from_json(saved)
+    assert stats.read.records_rejected == {"bad_timestamp": 1} and stats.item_ids == ItemIds.for_movies(30)
+    assert json.dumps(stats.to_json()) == json.dumps(saved)  # same keys, same order, same values
 
 
 def test_encoding_reserves_padding_and_mask_and_maps_back_to_titles(fixture_dataset, tmp_path):
@@ -119,12 +158,12 @@ def test_encoding_reserves_padding_and_mask_and_maps_back_to_titles(fixture_data
     titles_only = mapping[mapping["interactions"] == 0]
     assert sorted(titles_only["movie_index"]) == [m for m in range(10, 40) if m not in USER_3 + USER_7]
     assert watched["item_id"].max() == 14 and titles_only["item_id"].min() == 15
-    assert stats["items_titles_only"] == 18
-    assert stats["item_ids"] == {"padding": 0, "null": 1, "out_of_vocabulary": 2, "first_movie": 3, "last_movie": 32, "mask": 33}
+    assert stats.items_titles_only == 18
+    assert stats.item_ids == ItemIds(padding=0, null=1, out_of_vocabulary=2, first_movie=3, last_movie=32, mask=33)
     schema = nvt.Dataset(str(out / "train" / "*.parquet"), engine="parquet", cpu=True).schema
     item = schema["item_id-list"]
     assert {Tags.ITEM, Tags.ID, Tags.CATEGORICAL, Tags.LIST} <= set(item.tags)
-    assert item.int_domain.max == stats["item_ids"]["mask"]
+    assert item.int_domain.max == stats.item_ids.mask
     assert item.properties["mask_id"] == 33
     assert item.value_count.max == load_config().preprocess.max_seq_length  # the default window
     assert Tags.USER in schema["user_index"].tags
@@ -138,7 +177,7 @@ def test_placeholder_titles_do_not_join_the_catalogue(fixture_dataset, tmp_path)
     titles.write_text(json.dumps({**named, "50": "unknown", "51": "", "52": "Movie 52", "53": "Heat (1995)"}))
     stats = run(fixture_dataset, tmp_path / "out").stats
     mapping = pd.read_parquet(tmp_path / "out" / "item_mapping.parquet")
-    assert stats["items_titles_only"] == 1
+    assert stats.items_titles_only == 1
     assert mapping.loc[mapping["interactions"] == 0, "movie_index"].tolist() == [53]
 
 
@@ -178,16 +217,16 @@ def generated_small(tmp_path_factory):
 def test_generated_zip_reads_back_and_reconciles(generated_small, tmp_path):
     generation = json.loads((generated_small.parent / "generation.json").read_text())
     stats = run(generated_small, tmp_path / "out").stats
-    assert stats["records_read"] == stats["records_kept"] == generation["records"]
-    assert stats["interactions_read"] == generation["interactions"]
-    assert stats["shards_read"] == 4 and stats["items"] <= 120
+    assert stats.read.records_read == stats.read.records_kept == generation["records"]
+    assert stats.read.interactions == generation["interactions"]
+    assert stats.read.shards_read == 4 and stats.items <= 120
 
 
 def test_repeats_are_flagged_from_the_second_occurrence_on():
     sequences = ItemSequences.from_lists([[5, 6, 5, 7, 6, 5], [8, 9], [], [5, 5]])
     assert sequences.repeated().tolist() == [False, False, True, False, True, True, False, False, False, True]
-    assert repeat_stats(sequences) == {"interactions": 4, "share": 0.4}
-    assert repeat_stats(sequences, np.array([False, True, True, True])) == {"interactions": 1, "share": 0.25}
+    assert repeat_stats(sequences) == RepeatStats(interactions=4, share=0.4)
+    assert repeat_stats(sequences, np.array([False, True, True, True])) == RepeatStats(interactions=1, share=0.25)
 
 
 def test_preprocess_measures_repeats_and_auto_keeps_seen_movies_when_they_come_back(tmp_path):
@@ -201,7 +240,7 @@ def test_preprocess_measures_repeats_and_auto_keeps_seen_movies_when_they_come_b
     write_titles(root / "movie_title_by_index.json", range(30))
     out = tmp_path / "out"
     stats = run(root, out).stats
-    assert stats["interactions"] == 11 and stats["repeats"] == {"interactions": 3, "share": 3 / 11}
+    assert stats.kept.interactions == 11 and stats.kept.repeats == RepeatStats(interactions=3, share=3 / 11)
     assert "repeats         3 interactions (27.27%) repeat a movie earlier in their sequence" in format_summary(stats)
     exclude, reason = resolve_exclude_seen(load_config(), out)
     assert not exclude and "27.27% of interactions repeat" in reason and "seen movies are kept" in reason
@@ -210,12 +249,12 @@ def test_preprocess_measures_repeats_and_auto_keeps_seen_movies_when_they_come_b
     saved = json.loads((out / "stats.json").read_text())
     del saved["repeats"]
     (out / "stats.json").write_text(json.dumps(saved))
-    assert measured_repeats(out) == {"interactions": 3, "share": 3 / 11}
+    assert measured_repeats(out) == RepeatStats(interactions=3, share=3 / 11)
 
 
 def test_auto_leaves_seen_movies_out_when_nobody_watches_a_movie_twice(fixture_dataset, tmp_path):
     out = tmp_path / "out"
-    assert run(fixture_dataset, out).stats["repeats"] == {"interactions": 0, "share": 0.0}
+    assert run(fixture_dataset, out).stats.kept.repeats == RepeatStats(interactions=0, share=0.0)
     exclude, reason = resolve_exclude_seen(load_config(), out)
     assert exclude and reason == (
         "serve.exclude_seen=auto: 0.00% of interactions repeat a movie earlier in their sequence, "

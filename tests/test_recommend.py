@@ -10,8 +10,10 @@ from t4r_app.cli import main
 from test_predict import with_seen_rule
 from t4r_app.serve.recommender import Recommender
 from t4r_app.model.saved_run import load_run
+from t4r_app.serve.predict import make_recommender
+from t4r_app.serve.protocol import recommend_one
 from t4r_app.serve.titles import find_movie
-from t4r_app.errors import TitleError
+from t4r_app.errors import RunError, SessionError, TitleError
 
 TITLES = {1: "Alien (1979)", 2: "Aliens (1986)", 3: "Heat (1995)", 4: "heat (1972)", 5: "Casablanca (1942)"}
 
@@ -55,7 +57,7 @@ def test_recommend_errors_are_messages(tiny_run, capsys):
     assert "left out movie ids the model does not know: 99999" in capsys.readouterr().err
     assert main(["recommend", "--run", str(tiny_run), "--titles", "no such film"]) == 1
     assert "no movie titled 'no such film'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # argparse's usage error
         main(["recommend", "--run", str(tiny_run), "--session", "1,x"])
 
 
@@ -77,3 +79,22 @@ def test_recommend_follows_the_runs_seen_movie_rule_unless_told(tiny_run, tmp_pa
     kept, note = answer("--keep-seen")
     assert kept["exclude_seen"] is False and "(--keep-seen)" in note
     assert kept["movieIndices"] == recommender.recommend([session], exclude_seen=False)[0].movies
+
+
+def test_one_session_rule_refuses_empty_and_unknown_sessions_and_lists_unknown_ids(tiny_run):
+    recommender = Recommender(load_run(tiny_run))
+    known = sorted(recommender.title_of_movie)[:2]
+    with pytest.raises(SessionError, match="^the session is empty: give --session 12,45,7 or --titles 'Title \\(Year\\)' ...$"):
+        recommend_one(recommender, [])
+    with pytest.raises(SessionError, match="^none of the session's movies is known to the model \\(unknown ids: 99999, -5\\)$"):
+        recommend_one(recommender, [99999, -5])
+    answer = recommend_one(recommender, [known[0], 99999], top_k=4, exclude_seen=False)
+    assert answer.unknown_movies == [99999] and answer.fallback is None
+    assert answer.movies == recommender.recommend([[known[0]]], top_k=4, exclude_seen=False)[0].movies
+    by_title = recommend_one(recommender, [known[0]], top_k=4, titles=[recommender.title_of_movie[known[1]]])
+    assert by_title.movies == recommender.recommend([known], top_k=4)[0].movies
+
+
+def test_without_a_run_or_a_server_there_is_nothing_to_answer_with():
+    with pytest.raises(RunError, match="give --run RUN_DIR .* or --server HOST:PORT"):
+        make_recommender(None, None)

@@ -8,6 +8,9 @@ in-process answers runs with the exclusion on; the CLI export test serves one th
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import shutil
 import socket
 import time
 
@@ -15,20 +18,32 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import tritonclient.grpc.model_config_pb2 as model_config
 import tritonclient.http as httpclient
+from google.protobuf import text_format
 
 from t4r_app.cli import main
-from t4r_app.errors import ServeError, ServerError
-from t4r_app.serve.export import ENSEMBLE_NAME, export_run, load_exported, trace_model
+from t4r_app.errors import ServeError, ServerError, TitleError
+from t4r_app.serve.export import export_run, load_exported, trace_model
 from t4r_app.model.architecture import max_sequence_length
 from t4r_app.serve.recommender import Recommender
 from t4r_app.model.saved_run import load_run
-from t4r_app.model.inference import score_batch
-from t4r_app.serve.ensemble_ops import MAX_MOVIES_PER_REQUEST, MAX_SESSIONS_PER_REQUEST
+from t4r_app.model.inference import next_item_scores
+from t4r_app.serve.protocol import (
+    ENSEMBLE_NAME,
+    MAX_MOVIES_PER_REQUEST,
+    MAX_SESSIONS_PER_REQUEST,
+    MOVIE_TITLES_PARAMETER,
+    encode_request,
+    recommend_one,
+)
 from t4r_app.data.item_sequences import read_split
-from t4r_app.serve.triton_client import TritonRecommender, encode_request
-from t4r_app.serve.triton_server import TritonServer, find_tritonserver, free_port
+from t4r_app.serve.triton_client import TritonRecommender
+from t4r_app.serve.triton_server import TritonServer, check_repository, find_tritonserver, free_port
+from test_client_imports import heavy_modules_after
 from test_predict import with_seen_rule
+
+pytestmark = pytest.mark.slow  # tritonserver, and a model exported for it
 
 TOP_K = 10
 # Bounds for hostile requests, loose enough for a busy 2-core machine: each answer or error
@@ -89,7 +104,7 @@ def test_traced_model_equals_the_eager_model_for_any_batch(tiny_run, tiny_data):
     for start, stop in ((0, 1), (3, 10), (0, 100)):
         batch = items.padded(start, stop, length - 1)
         with torch.no_grad():
-            assert np.allclose(traced(torch.as_tensor(batch)).numpy(), score_batch(run.model, batch), atol=1e-5)
+            assert np.allclose(traced(torch.as_tensor(batch)).numpy(), next_item_scores(run.model, batch), atol=1e-5)
 
 
 def test_exported_graph_runs_in_process(repository, in_process, raw_sessions):
@@ -140,6 +155,51 @@ def test_awkward_sessions_in_one_batch_get_the_documented_answers(server, tiny_r
     assert answers[3].unknown_movies == [10**9]
     assert not set(answers[6].movies) & set(old_and_recent)
     assert sorted(answers[7].movies) == sorted(in_process.title_of_movie)[:3]
+
+
+# Asks the server with its address alone, as a machine without the run would, in a fresh
+# interpreter: what it answers and predict writes, and the catalogue note.
+SERVER_ONLY_CLIENT = """
+import contextlib, json, sys
+from t4r_app.cli import main
+from t4r_app.serve.triton_client import TritonRecommender
+address, protocol, sessions_path, output = sys.argv[1:5]
+sessions = json.loads(open(sessions_path).read())
+client = TritonRecommender(address, None, protocol)
+answers = [answer.to_json() for answer in client.recommend(sessions, top_k=%d)]
+client.close()
+with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the answers alone
+    predicted = main(["predict", "--server", address, "--protocol", protocol, "--input", sessions_path + "l",
+                      "--output", output, "--top-k", "%d"])
+print(json.dumps({"answers": answers, "note": client.catalogue_note, "predict_exit": predicted}))
+""" % (TOP_K, TOP_K)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_client_with_only_the_servers_address_answers_as_with_the_run(
+    server, strict_run, in_process, raw_sessions, tmp_path, protocol
+):
+    address = server.http_url if protocol == "http" else server.grpc_url
+    sessions = raw_sessions[:50] + [[], [10**9, -1], raw_sessions[2] + [10**9]]
+    (tmp_path / "s.json").write_text(json.dumps(sessions))
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"session_id": i, "movieIndices": s}) + "\n" for i, s in enumerate(sessions)))
+    arguments = [address, protocol, str(tmp_path / "s.json"), str(tmp_path / "p.jsonl")]
+    heavy, printed = heavy_modules_after(SERVER_ONLY_CLIENT, arguments)
+    assert heavy == []  # neither torch nor Merlin: the client needs only the server
+    remote = json.loads(printed)
+    assert remote["note"] == ""  # the ensemble carries its catalogue: nothing is missing
+    assert remote["predict_exit"] == 0  # `t4r-app predict --server` without --run
+    client = TritonRecommender(address, strict_run, protocol)
+    try:
+        with_run = [answer.to_json() for answer in client.recommend(sessions, top_k=TOP_K)]
+    finally:
+        client.close()
+    assert remote["answers"] == with_run  # ids, scores, titles, unknown ids, fallback, seen rule
+    assert [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()] == with_run
+    expected = in_process.recommend(sessions, top_k=TOP_K)
+    assert [answer["titles"] for answer in remote["answers"]] == [want.titles for want in expected]
+    assert remote["answers"][50]["fallback"] == remote["answers"][51]["fallback"] == "most_popular"
+    assert remote["answers"][51]["unknown_movies"] == [10**9, -1] and remote["answers"][52]["unknown_movies"] == [10**9]
 
 
 def _raw_request(server, inputs):
@@ -203,7 +263,7 @@ def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_pr
             values, offsets = encode_request([np.resize(np.asarray(raw_sessions[0], np.int64), MAX_MOVIES_PER_REQUEST + 1)])
         inputs = [_input("movieIndices__values", values, "INT64"), _input("movieIndices__offsets", offsets, "INT32")]
     started = time.monotonic()
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(httpclient.InferenceServerException, match=message):
         _raw_request(server, inputs)
     assert time.monotonic() - started < HOSTILE_SECONDS
     assert server.ready()
@@ -307,6 +367,32 @@ def test_server_start_errors_are_clear(repository, tmp_path):
             TritonServer(repository, http_port=port, grpc_port=free_port(), metrics_port=free_port()).start()
 
 
+OLD_EXECUTOR = "from t4r_app.triton_model import TritonPythonModel  # noqa: F401\n"
+
+
+def test_a_repository_of_the_earlier_layout_is_refused_with_what_to_do(repository, strict_run, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(repository, old)
+    check_repository(old)  # a copy of a current export passes
+    model_py = old / ENSEMBLE_NAME / "1" / "model.py"
+    current = model_py.read_text()
+    model_py.write_text(OLD_EXECUTOR)  # what the layout before the stage packages wrote
+    expected = (
+        f"{re.escape(str(old))} was exported by an earlier version of t4r-app: it needs t4r_app.triton_model, .*"
+        f"Export it again: t4r-app export --run {re.escape(str(strict_run.resolve()))} --output {re.escape(str(old))}"
+    )
+    with pytest.raises(ServeError, match=expected):
+        TritonServer(old, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()).start()
+    # its pickled operators name a module that is gone too, even where model.py is the current one
+    model_py.write_text(current)
+    pickled = old / ENSEMBLE_NAME / "1" / "ensemble" / "ensemble.pkl"
+    pickled.write_bytes(b"ct4r_app.serving_ops\nPredictTopK\n.")  # a pickle of the old operator class
+    with pytest.raises(ModuleNotFoundError, match="t4r_app.serving_ops"):
+        pickle.loads(pickled.read_bytes())
+    with pytest.raises(ServeError, match="it needs t4r_app.serving_ops, which"):
+        check_repository(old)
+
+
 def test_client_errors_are_clear(tiny_run):
     with pytest.raises(ServerError, match="HOST:PORT"):
         TritonRecommender("localhost", tiny_run)
@@ -316,7 +402,7 @@ def test_client_errors_are_clear(tiny_run):
 
 
 def test_request_check_names_the_problem():
-    from t4r_app.serve.ensemble_ops import request_problem
+    from t4r_app.serve.protocol import request_problem
 
     values = np.array([5, 6, 7], dtype=np.int64)
     assert request_problem(values, np.array([0, 1, 3], dtype=np.int32)) is None
@@ -335,7 +421,7 @@ def test_request_check_names_the_problem():
 
 
 def test_large_batches_are_split_into_requests_that_fit():
-    from t4r_app.serve.triton_client import request_batches
+    from t4r_app.serve.protocol import request_batches
 
     assert request_batches([]) == [(0, 0)]
     assert request_batches([[1]] * 2050) == [(0, 1024), (1024, 2048), (2048, 2050)]
@@ -363,22 +449,46 @@ def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, caps
     assert "model repository not found" in capsys.readouterr().err
 
 
+def _without_the_catalogue(repository):
+    """The repository as an export from before the catalogue went into the model's config."""
+    path = repository / ENSEMBLE_NAME / "config.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config.ModelConfig())
+    del config.parameters[MOVIE_TITLES_PARAMETER]
+    path.write_text(text_format.MessageToString(config))
+    return repository
+
+
 def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessions, tmp_path):
-    """The causal architecture goes through the same export and server: no [MASK] is appended."""
+    """The causal architecture goes through the same export and server: no [MASK] is appended.
+
+    Served from a repository without the catalogue (as exported before it existed), which a
+    client given only the server's address answers with raw ids and a note that says so."""
     from conftest import tiny_config
     from t4r_app.train.trainer import train
 
     run_dir = tmp_path / "sasrec"
     train(tiny_config("model.architecture=sasrec"), tiny_data, run_dir, progress=False)
-    repository = export_run(run_dir, tmp_path / "repo", target="cpu", top_k=TOP_K)
+    repository = _without_the_catalogue(export_run(run_dir, tmp_path / "repo", target="cpu", top_k=TOP_K))
     in_process = Recommender(load_run(run_dir))
     sessions = raw_sessions[:60] + [[], raw_sessions[0] * 5]
     with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as running:
         client = TritonRecommender(running.http_url, run_dir)
+        bare = TritonRecommender(running.http_url)
         try:
             answers = client.recommend(sessions, top_k=TOP_K)
+            bare_answers = bare.recommend(sessions + [[10**9]], top_k=TOP_K)
+            with pytest.raises(TitleError, match="--titles needs the movies' titles.*pass --run RUN_DIR .* or export it again"):
+                recommend_one(bare, [], titles=["anything"])
         finally:
             client.close()
+            bare.close()
+    assert client.catalogue_note == "" and "exported before t4r-app put its movie titles" in bare.catalogue_note
+    assert [a.movies for a in bare_answers[:-1]] == [a.movies for a in answers]
+    assert [a.scores for a in bare_answers[:-1]] == [a.scores for a in answers]
+    assert all(title == "" for a in bare_answers for title in a.titles) and bare.title_of_movie == {}
+    # unknown ids cannot be told without the catalogue: none is listed, only an empty session is a fallback
+    assert all(a.unknown_movies == [] for a in bare_answers) and bare_answers[-1].fallback is None
+    assert bare_answers[60].fallback == answers[60].fallback == "most_popular"
     expected = in_process.recommend(sessions, top_k=TOP_K)
     for got, want in zip(answers, expected):
         assert got.movies == want.movies and np.allclose(got.scores, want.scores, atol=1e-4)
@@ -387,4 +497,4 @@ def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessio
     batch = read_split(tiny_data, "test").items.padded(0, 8, max_sequence_length(run.schema) - 1)
     with torch.no_grad():
         last_state = run.model({"item_id-list": torch.as_tensor(batch)}, training=False, testing=False)
-    assert np.allclose(last_state.numpy(), score_batch(run.model, batch), atol=1e-6)
+    assert np.allclose(last_state.numpy(), next_item_scores(run.model, batch), atol=1e-6)

@@ -12,7 +12,7 @@ from conftest import run, tiny_config
 from t4r_app.evaluate.baselines import TitlePopularity
 from t4r_app.cli import main
 from t4r_app.config import load_config
-from t4r_app.errors import ConfigError
+from t4r_app.errors import ConfigError, RunError
 from t4r_app.evaluate.protocol import evaluate_run, target_slices
 from t4r_app.serve.export import export_run, load_exported, trace_model
 from t4r_app.model.item_features import withheld_movies
@@ -156,7 +156,7 @@ def test_withheld_movies_are_cold_for_training_and_evaluation(feature_run, theme
     assert len(withheld) == round(0.1 * 24)
     assert not np.isin(training_histories(themed_data, withheld).values, withheld).any()
     assert np.isin(training_histories(themed_data).values, withheld).any()
-    results = evaluate_run(feature_run, progress=False)
+    results = evaluate_run(feature_run, progress=False).to_json()  # eval.json's structure
     test = results["test"]
     assert set(test["baselines"]) == {"most_popular", "markov", "title_popularity"}
     counts = np.bincount(training_histories(themed_data, withheld).values, minlength=len(load_run(feature_run).features.trained))
@@ -180,6 +180,7 @@ def test_off_leaves_titles_only_movies_out_of_the_catalogue(themed_data, tmp_pat
     assert len(answer.movies) == len(SPACE_MOVIES + COOKING_MOVIES) - 1  # every watched film but the session's
 
 
+@pytest.mark.slow  # tritonserver
 def test_export_carries_projected_titles_and_triton_answers_like_predict(feature_run, tmp_path):
     repository = export_run(feature_run, tmp_path / "repo", target="cpu", top_k=5)
     run = load_run(feature_run)
@@ -239,5 +240,5 @@ def test_title_modes_need_titles(tmp_path):
 
     write_shard(tmp_path / "raw" / "dataset" / "data-0.tfrecord", [session(u, [1, 2, 3, 4, 5, 6], list(range(6))) for u in range(20)])
     run(tmp_path / "raw", tmp_path / "data")
-    with pytest.raises(Exception, match="has no movie titles"):
+    with pytest.raises(RunError, match="has no movie titles"):
         _train(tmp_path / "data", tmp_path / "run", "model.title_embeddings=init", "train.epochs=1")

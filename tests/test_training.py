@@ -29,7 +29,7 @@ def test_run_writes_its_files_and_the_loss_falls(tiny_run):
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert all(r["valid_ndcg@10"] for r in rows)  # validated every epoch
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert metrics["epochs_run"] == 3 and metrics["device"] in ("cpu", "cuda")
+    assert metrics["epochs_run"] == 3 and metrics["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     best = max(float(r["valid_ndcg@10"]) for r in rows)
     assert metrics["best_valid_ndcg"] == pytest.approx(best)
 
@@ -96,9 +96,9 @@ def test_min_epochs_carries_training_past_a_plateau_and_the_budget_stops_it(tiny
     assert result.epochs_run == 1 and result.stopped_early  # the first validation is past the budget
 
 
-def test_refuses_to_overwrite_a_run_or_resume_nothing(tiny_data, tiny_run, tmp_path):
+def test_refuses_to_overwrite_a_run_or_resume_nothing(tiny_data, tiny_run_copy, tmp_path):
     with pytest.raises(TrainingError, match="already holds a run"):
-        train(tiny_config(), tiny_data, tiny_run, progress=False)
+        train(tiny_config(), tiny_data, tiny_run_copy, progress=False)  # a copy: a failure would overwrite it
     with pytest.raises(TrainingError, match="no checkpoint"):
         train(tiny_config(), tiny_data, tmp_path / "new", resume=True, progress=False)
     with pytest.raises(TrainingError, match="output of `t4r-app preprocess`"):

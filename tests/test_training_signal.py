@@ -10,7 +10,7 @@ from t4r_app.config import ModelConfig
 from t4r_app.model.head import seen_items
 from t4r_app.model.architecture import build_model, item_schema
 from t4r_app.model.saved_run import load_schema
-from t4r_app.model.inference import score_batch
+from t4r_app.model.inference import next_item_scores
 from t4r_app.data.item_sequences import ItemSequences, read_split
 from t4r_app.train.windows import WindowDataset, WindowLoader, training_histories, window_bounds
 
@@ -18,6 +18,12 @@ from t4r_app.train.windows import WindowDataset, WindowLoader, training_historie
 @pytest.fixture(scope="module")
 def schema(tiny_data):
     return item_schema(load_schema(tiny_data / "train"))
+
+
+def _small_model(schema, **settings) -> torch.nn.Module:
+    """A 32-wide model with ``settings``, built after seeding: the same weights every time."""
+    torch.manual_seed(0)
+    return build_model(schema, ModelConfig(d_model=32, intermediate_size=64, **settings))
 
 
 def test_windows_cover_every_item_and_respect_the_length():
@@ -76,20 +82,18 @@ def test_seen_items_counts_only_what_the_prediction_may_see():
 
 @pytest.mark.parametrize("architecture", ["bert4rec", "sasrec"])
 def test_scores_do_not_depend_on_padding(schema, tiny_data, architecture):
-    torch.manual_seed(0)
-    model = build_model(schema, ModelConfig(architecture=architecture, d_model=32, intermediate_size=64)).eval()
+    model = _small_model(schema, architecture=architecture).eval()
     sessions = read_split(tiny_data, "valid").items
     short = sessions.padded(0, 32, 8)
     wide = np.zeros((32, 19), dtype=np.int64)
     wide[:, :8] = short
-    assert np.allclose(score_batch(model, short), score_batch(model, wide), atol=1e-5)
+    assert np.allclose(next_item_scores(model, short), next_item_scores(model, wide), atol=1e-5)
 
 
 @pytest.mark.parametrize("architecture", ["bert4rec", "sasrec"])
 def test_evaluation_never_sees_the_target(schema, tiny_data, architecture):
     """BERT4Rec masks the target, SASRec's attention is causal: replacing it must change no score."""
-    torch.manual_seed(0)
-    model = build_model(schema, ModelConfig(architecture=architecture, d_model=32, intermediate_size=64)).eval()
+    model = _small_model(schema, architecture=architecture).eval()
     batch = torch.as_tensor(read_split(tiny_data, "valid").items.padded(0, 64, 20))
     lengths = (batch != 0).sum(dim=1)
     swapped = batch.clone()
@@ -103,9 +107,7 @@ def test_evaluation_never_sees_the_target(schema, tiny_data, architecture):
 
 
 def test_sasrec_training_predicts_every_next_item(schema):
-    torch.manual_seed(0)
-    config = ModelConfig(architecture="sasrec", d_model=32, intermediate_size=64, output_bias=True)
-    model = build_model(schema, config).train()
+    model = _small_model(schema, architecture="sasrec", output_bias=True).train()
     batch = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]])
     output = model({"item_id-list": batch}, training=True)
     assert output["labels"].tolist() == [4, 5, 6, 8, 9, 10, 11, 12]
@@ -116,9 +118,7 @@ def test_sasrec_training_predicts_every_next_item(schema):
 
 @pytest.mark.parametrize("architecture", ["bert4rec", "sasrec"])
 def test_sampled_softmax_trains_on_a_sample_and_scores_everything(schema, architecture):
-    torch.manual_seed(0)
-    config = ModelConfig(architecture=architecture, d_model=32, intermediate_size=64, sampled_softmax=16)
-    model = build_model(schema, config).train()
+    model = _small_model(schema, architecture=architecture, sampled_softmax=16).train()
     batch = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]])
     output = model({"item_id-list": batch}, training=True)
     assert output["predictions"].shape[1] <= 17  # the target and at most 16 sampled items
@@ -131,8 +131,7 @@ def test_sampled_softmax_trains_on_a_sample_and_scores_everything(schema, archit
 
 def test_a_masked_position_counts_the_whole_unmasked_window_as_seen(schema):
     """BERT4Rec's context runs both ways: items after a masked position are seen too."""
-    torch.manual_seed(0)
-    model = build_model(schema, ModelConfig(d_model=32, intermediate_size=64)).train()
+    model = _small_model(schema).train()
     head = model.heads[0].prediction_task_dict["next-item"]
     with torch.no_grad():
         head.seen_weight.fill_(-1000.0)  # a seen item scores far below every other

@@ -1,20 +1,32 @@
-"""Flat (values, offsets) views of list columns, so list work is vectorised numpy, not Python loops."""
+"""Flat (values, offsets) views of list columns, so list work is vectorised numpy, not Python loops.
+
+Row i of a flat pair is ``values[offsets[i]:offsets[i + 1]]``; merlin and Triton pass ragged
+lists the same way. Light on purpose (numpy and pandas only), so a client that only talks to
+a server can use it without NVTabular or torch.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 
-def to_flat(column: pd.Series, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
-    """Return (values, offsets) of an object column of lists or arrays; row i is values[o[i]:o[i+1]]."""
-    lengths = column.map(len).to_numpy(dtype=np.int64)
+def offsets_of(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """int64 row offsets of rows with these lengths: 0, then their running total."""
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def to_flat(rows: pd.Series | Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, offsets) of rows of integers: a column of lists or arrays, or a list of lists."""
+    rows = rows.to_numpy() if isinstance(rows, pd.Series) else rows
+    offsets = offsets_of([len(row) for row in rows])
     if offsets[-1] == 0:
-        return np.zeros(0, dtype=dtype), offsets
-    values = np.concatenate([np.asarray(row, dtype=dtype) for row in column.to_numpy()])
-    return values, offsets
+        return np.zeros(0, dtype=np.int64), offsets
+    return np.concatenate([np.asarray(row, dtype=np.int64) for row in rows]), offsets
 
 
 def from_flat(values: np.ndarray, offsets: np.ndarray, index=None) -> pd.Series:
@@ -33,8 +45,7 @@ def gather_slices(
     Returns the gathered values and their offsets.
     """
     lengths = np.maximum(stops - starts, 0)
-    new_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
+    new_offsets = offsets_of(lengths)
     within = np.arange(new_offsets[-1], dtype=np.int64) - np.repeat(new_offsets[:-1], lengths)
     source = np.repeat(row_starts + starts, lengths) + within
     return values[source], new_offsets

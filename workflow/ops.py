@@ -13,14 +13,26 @@ from merlin.schema import Tags
 
 import nvtabular as nvt
 from workflow.columns import ITEM_LIST, TIME_LIST
-from workflow.list_columns import count_per_row, from_flat, gather_slices, to_flat
+from workflow.list_columns import count_per_row, from_flat, gather_slices, offsets_of, to_flat
 from workflow.splits import SplitRule, example_bounds
-
 
 
 def _as_pandas(df):
     # The ETL runs on CPU (Dataset(cpu=True)); a cudf frame is moved over rather than failing.
     return df if isinstance(df, pd.DataFrame) else df.to_pandas()
+
+
+def _read_lists(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(items, timestamps, offsets) of the two list columns, which have the same length row by row."""
+    items, offsets = to_flat(df[ITEM_LIST])
+    times, _ = to_flat(df[TIME_LIST])
+    return items, times, offsets
+
+
+def _write_lists(out: pd.DataFrame, items: np.ndarray, times: np.ndarray, offsets: np.ndarray) -> pd.DataFrame:
+    out[ITEM_LIST] = from_flat(items, offsets, index=out.index)
+    out[TIME_LIST] = from_flat(times, offsets, index=out.index)
+    return out
 
 
 class DropConsecutiveDuplicates(nvt.ops.Operator):
@@ -36,18 +48,14 @@ class DropConsecutiveDuplicates(nvt.ops.Operator):
 
     def transform(self, col_selector: ColumnSelector, df):
         df = _as_pandas(df)
-        out = df[col_selector.names].copy()
-        items, offsets = to_flat(df[ITEM_LIST])
-        times, _ = to_flat(df[TIME_LIST])
+        items, times, offsets = _read_lists(df)
         if self.enabled and len(items):
             keep = np.ones(len(items), dtype=bool)
             keep[1:] = items[1:] != items[:-1]
             keep[offsets[:-1][np.diff(offsets) > 0]] = True  # a row's first item is never a repeat
-            offsets = np.concatenate([[0], np.cumsum(count_per_row(keep, offsets))])
+            offsets = offsets_of(count_per_row(keep, offsets))
             items, times = items[keep], times[keep]
-        out[ITEM_LIST] = from_flat(items, offsets, index=df.index)
-        out[TIME_LIST] = from_flat(times, offsets, index=df.index)
-        return out
+        return _write_lists(df[col_selector.names].copy(), items, times, offsets)
 
     def _compute_properties(self, col_schema, input_schema):
         col_schema = super()._compute_properties(col_schema, input_schema)
@@ -83,18 +91,14 @@ class SplitExamples(nvt.ops.Operator):
 
     def transform(self, col_selector: ColumnSelector, df):
         df = _as_pandas(df)
-        items, offsets = to_flat(df[ITEM_LIST])
-        times, _ = to_flat(df[TIME_LIST])
+        items, times, offsets = _read_lists(df)
         keep, start, stop = example_bounds(self.rule, self.role, times, offsets)
         keep &= np.diff(offsets) >= self.min_sequence_length
         rows = np.flatnonzero(keep)
         row_starts = offsets[:-1][rows]
         kept_items, new_offsets = gather_slices(items, row_starts, start[rows], stop[rows])
         kept_times, _ = gather_slices(times, row_starts, start[rows], stop[rows])
-        out = df[col_selector.names].iloc[rows].reset_index(drop=True)
-        out[ITEM_LIST] = from_flat(kept_items, new_offsets)
-        out[TIME_LIST] = from_flat(kept_times, new_offsets)
-        return out
+        return _write_lists(df[col_selector.names].iloc[rows].reset_index(drop=True), kept_items, kept_times, new_offsets)
 
     def _compute_properties(self, col_schema, input_schema):
         col_schema = super()._compute_properties(col_schema, input_schema)

@@ -13,7 +13,6 @@ from workflow.columns import EVENT_ORDER, ITEM_LIST, RAW_MOVIE, SESSION, TIME_LI
 from workflow.splits import SplitRule
 
 
-
 def sequence_key(sequence_by: str) -> str:
     return USER if sequence_by == "user" else SESSION
 

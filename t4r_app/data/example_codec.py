@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from workflow.list_columns import offsets_of
+
 # Status of one decoded payload. The names are the reasons counted in stats.json.
 OK = 0
 STATUS_REASONS = {
@@ -82,6 +84,27 @@ def _fits(size, pos, end):
 
 
 @numba.njit(cache=True)
+def _read_tag(buf, pos, end):
+    """Return (field number, wire type, new position) of a field's tag; new position -1 when malformed."""
+    tag, pos = _read_varint(buf, pos, end)
+    return tag >> np.uint64(3), np.int64(tag & np.uint64(7)), pos
+
+
+# What a search for a field returns instead of its body's bounds: nothing more to read, or
+# a malformed message. Both are negative, so ``start < 0`` tests for either.
+_NONE_LEFT, _BROKEN = -1, -2
+
+
+@numba.njit(cache=True)
+def _read_length(buf, pos, end):
+    """Read a length prefix; return (body_start, body_stop), both _BROKEN when malformed."""
+    size, pos = _read_varint(buf, pos, end)
+    if not _fits(size, pos, end):
+        return _BROKEN, _BROKEN
+    return pos, pos + np.int64(size)
+
+
+@numba.njit(cache=True)
 def _skip_field(buf, pos, end, wire_type):
     if wire_type == 0:
         _, pos = _read_varint(buf, pos, end)
@@ -91,10 +114,7 @@ def _skip_field(buf, pos, end, wire_type):
     if wire_type == 5:
         return pos + 4 if pos + 4 <= end else -1
     if wire_type == 2:
-        size, pos = _read_varint(buf, pos, end)
-        if not _fits(size, pos, end):
-            return -1
-        return pos + np.int64(size)
+        return _read_length(buf, pos, end)[1]
     return -1
 
 
@@ -109,12 +129,12 @@ def _key_equals(buf, start, stop, key):
 
 
 @numba.njit(cache=True)
-def _read_length(buf, pos, end):
-    """Read a length prefix; return (body_start, body_stop), body_start -1 when malformed."""
-    size, pos = _read_varint(buf, pos, end)
-    if not _fits(size, pos, end):
-        return -1, -1
-    return pos, pos + np.int64(size)
+def _store_varint(buf, pos, end, out, index):
+    """Decode the varint at ``pos`` into out[index]; return the new position, -1 when malformed."""
+    value, pos = _read_varint(buf, pos, end)
+    if pos >= 0:
+        out[index] = np.int64(value)
+    return pos
 
 
 @numba.njit(cache=True)
@@ -122,31 +142,21 @@ def _read_int64_values(buf, pos, end, out, cursor):
     """Decode an Int64List body into out[cursor:]; return the count, -1 when malformed."""
     count = 0
     while pos < end:
-        tag, pos = _read_varint(buf, pos, end)
+        field, wire, pos = _read_tag(buf, pos, end)
         if pos < 0:
             return -1
-        field = tag >> np.uint64(3)
-        wire = np.int64(tag & np.uint64(7))
         if field == 1 and wire == 2:  # packed
             pos, packed_end = _read_length(buf, pos, end)
-            if pos < 0:
-                return -1
-            while pos < packed_end:
-                value, pos = _read_varint(buf, pos, packed_end)
-                if pos < 0:
-                    return -1
-                out[cursor + count] = np.int64(value)
+            while 0 <= pos < packed_end:
+                pos = _store_varint(buf, pos, packed_end, out, cursor + count)
                 count += 1
         elif field == 1 and wire == 0:  # one value per field
-            value, pos = _read_varint(buf, pos, end)
-            if pos < 0:
-                return -1
-            out[cursor + count] = np.int64(value)
+            pos = _store_varint(buf, pos, end, out, cursor + count)
             count += 1
         else:
             pos = _skip_field(buf, pos, end, wire)
-            if pos < 0:
-                return -1
+        if pos < 0:
+            return -1
     return count
 
 
@@ -158,31 +168,23 @@ def _read_int64_list(buf, pos, end, out, cursor):
     """
     count = -1
     while pos < end:
-        tag, pos = _read_varint(buf, pos, end)
+        field, wire, pos = _read_tag(buf, pos, end)
         if pos < 0:
             return 0, _MALFORMED
-        field = tag >> np.uint64(3)
-        wire = np.int64(tag & np.uint64(7))
         if wire == 2 and (field == 1 or field == 2):  # bytes_list or float_list
             return 0, _WRONG_TYPE
         if field == 3 and wire == 2:
             pos, list_end = _read_length(buf, pos, end)
-            if pos < 0:
-                return 0, _MALFORMED
-            count = _read_int64_values(buf, pos, list_end, out, cursor)
-            if count < 0:
-                return 0, _MALFORMED
-            pos = list_end
+            if pos >= 0:
+                count = _read_int64_values(buf, pos, list_end, out, cursor)
+                pos = list_end if count >= 0 else -1
         else:
             pos = _skip_field(buf, pos, end, wire)
-            if pos < 0:
-                return 0, _MALFORMED
+        if pos < 0:
+            return 0, _MALFORMED
     if count < 0:
         return 0, _WRONG_TYPE
     return count, OK
-
-
-_NONE_LEFT, _BROKEN = -1, -2
 
 
 @numba.njit(cache=True)
@@ -193,15 +195,12 @@ def _next_field_one(buf, pos, end):
     Example.features, Features.feature entries and MapEntry.key are all field 1.
     """
     while pos < end:
-        tag, pos = _read_varint(buf, pos, end)
+        field, wire, pos = _read_tag(buf, pos, end)
         if pos < 0:
             return _BROKEN, _BROKEN
-        if tag >> np.uint64(3) == 1 and tag & np.uint64(7) == 2:
-            size, pos = _read_varint(buf, pos, end)
-            if not _fits(size, pos, end):
-                return _BROKEN, _BROKEN
-            return pos, pos + np.int64(size)
-        pos = _skip_field(buf, pos, end, np.int64(tag & np.uint64(7)))
+        if field == 1 and wire == 2:
+            return _read_length(buf, pos, end)
+        pos = _skip_field(buf, pos, end, wire)
         if pos < 0:
             return _BROKEN, _BROKEN
     return _NONE_LEFT, _NONE_LEFT
@@ -213,63 +212,62 @@ def _map_entry(buf, pos, end):
     key_start = key_stop = -1
     value_start = value_stop = end  # an absent value is an empty Feature
     while pos < end:
-        tag, pos = _read_varint(buf, pos, end)
+        field, wire, pos = _read_tag(buf, pos, end)
         if pos < 0:
             return _BROKEN, _BROKEN, 0, 0
-        field = tag >> np.uint64(3)
-        wire = np.int64(tag & np.uint64(7))
         if (field == 1 or field == 2) and wire == 2:
-            size, pos = _read_varint(buf, pos, end)
-            if not _fits(size, pos, end):
-                return _BROKEN, _BROKEN, 0, 0
+            body_start, pos = _read_length(buf, pos, end)
             if field == 1:
-                key_start, key_stop = pos, pos + np.int64(size)
+                key_start, key_stop = body_start, pos
             else:
-                value_start, value_stop = pos, pos + np.int64(size)
-            pos += np.int64(size)
+                value_start, value_stop = body_start, pos
         else:
             pos = _skip_field(buf, pos, end, wire)
-            if pos < 0:
-                return _BROKEN, _BROKEN, 0, 0
+        if pos < 0:
+            return _BROKEN, _BROKEN, 0, 0
     return key_start, key_stop, value_start, value_stop
 
 
 @numba.njit(cache=True)
+def _read_entry(buf, start, end, counts, movies, movie_cursor, times, time_cursor, scratch):
+    """Read one Features map entry into its output if it is one of the three features; its status."""
+    key_start, key_stop, value_start, value_stop = _map_entry(buf, start, end)
+    if key_start == _BROKEN:
+        return _MALFORMED
+    if _key_equals(buf, key_start, key_stop, _USER_KEY):
+        which, out, cursor = 0, scratch, 0
+    elif _key_equals(buf, key_start, key_stop, _MOVIES_KEY):
+        which, out, cursor = 1, movies, movie_cursor
+    elif _key_equals(buf, key_start, key_stop, _TIMES_KEY):
+        which, out, cursor = 2, times, time_cursor
+    else:
+        return OK
+    if counts[which] >= 0:
+        return _DUPLICATE
+    counts[which], status = _read_int64_list(buf, value_start, value_stop, out, cursor)
+    return status
+
+
+@numba.njit(cache=True)
 def _decode_one(buf, start, end, movies, movie_cursor, times, time_cursor, scratch):
-    """Return (status, user, n_movies, n_timestamps) for the payload buf[start:end]."""
+    """Return (status, user, n_movies, n_timestamps) for the payload buf[start:end].
+
+    Every ``features`` field of the Example is read, as protobuf merges repeated ones.
+    """
     counts = np.full(3, -1, dtype=np.int64)  # values of userIndex, movieIndices, timestamps
-    pos = start
-    while True:
-        features_start, features_end = _next_field_one(buf, pos, end)
-        if features_start == _BROKEN:
-            return _MALFORMED, 0, 0, 0
-        if features_start == _NONE_LEFT:
-            break
-        pos = features_end
-        entry_pos = features_start
-        while True:
-            entry_start, entry_end = _next_field_one(buf, entry_pos, features_end)
-            if entry_start == _BROKEN:
-                return _MALFORMED, 0, 0, 0
-            if entry_start == _NONE_LEFT:
-                break
-            entry_pos = entry_end
-            key_start, key_stop, value_start, value_stop = _map_entry(buf, entry_start, entry_end)
-            if key_start == _BROKEN:
-                return _MALFORMED, 0, 0, 0
-            if _key_equals(buf, key_start, key_stop, _USER_KEY):
-                which, out, cursor = 0, scratch, 0
-            elif _key_equals(buf, key_start, key_stop, _MOVIES_KEY):
-                which, out, cursor = 1, movies, movie_cursor
-            elif _key_equals(buf, key_start, key_stop, _TIMES_KEY):
-                which, out, cursor = 2, times, time_cursor
-            else:
-                continue
-            if counts[which] >= 0:
-                return _DUPLICATE, 0, 0, 0
-            counts[which], status = _read_int64_list(buf, value_start, value_stop, out, cursor)
+    features_start, features_stop = _next_field_one(buf, start, end)
+    while features_start >= 0:
+        entry_start, entry_stop = _next_field_one(buf, features_start, features_stop)
+        while entry_start >= 0:
+            status = _read_entry(buf, entry_start, entry_stop, counts, movies, movie_cursor, times, time_cursor, scratch)
             if status != OK:
                 return status, 0, 0, 0
+            entry_start, entry_stop = _next_field_one(buf, entry_stop, features_stop)
+        if entry_start == _BROKEN:
+            return _MALFORMED, 0, 0, 0
+        features_start, features_stop = _next_field_one(buf, features_stop, end)
+    if features_start == _BROKEN:
+        return _MALFORMED, 0, 0, 0
     for which, missing in ((0, _NO_USER), (1, _NO_MOVIES), (2, _NO_TIMES)):
         if counts[which] < 0:
             return missing, 0, 0, 0
@@ -304,8 +302,7 @@ def _decode_batch(buf, offsets, status, users, lengths, movies, times):
 
 def decode_examples(payloads: list[bytes]) -> DecodedBatch:
     """Decode a batch of serialized ``tf.train.Example`` payloads."""
-    offsets = np.zeros(len(payloads) + 1, dtype=np.int64)
-    np.cumsum([len(p) for p in payloads], out=offsets[1:])
+    offsets = offsets_of([len(p) for p in payloads])
     buf = np.frombuffer(b"".join(payloads), dtype=np.uint8)
     n = len(payloads)
     status = np.zeros(n, dtype=np.int8)
@@ -347,9 +344,16 @@ def _packed_size(values, start, stop):
 
 
 @numba.njit(cache=True)
-def _entry_body_size(key_length, packed):
+def _value_sizes(packed):
+    """Bytes of the Int64List and of the Feature around ``packed`` bytes of values, tags and lengths included."""
     int64_list = 1 + _varint_size(packed) + packed
     feature = 1 + _varint_size(int64_list) + int64_list
+    return int64_list, feature
+
+
+@numba.njit(cache=True)
+def _entry_body_size(key_length, packed):
+    feature = _value_sizes(packed)[1]
     return 1 + 1 + key_length + 1 + _varint_size(feature) + feature
 
 
@@ -362,8 +366,7 @@ def _entry_size(key_length, packed):
 
 @numba.njit(cache=True)
 def _write_entry(out, pos, key, values, start, stop, packed):
-    int64_list = 1 + _varint_size(packed) + packed
-    feature = 1 + _varint_size(int64_list) + int64_list
+    int64_list, feature = _value_sizes(packed)
     entry = _entry_body_size(key.shape[0], packed)
     out[pos] = 0x0A  # Features.feature: field 1, length-delimited
     pos = _write_varint(out, pos + 1, entry)

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from t4r_app.errors import DataImportError
 from t4r_app.data.seed_layout import ZIP_NAME, ShardWriter, titles_path, write_titles, write_zip
 from t4r_app.data.sources import IMPORT_INCOMPLETE
+from workflow.list_columns import offsets_of
 
 STATS_FILE = "import_stats.json"
 DEFAULT_SESSION_GAP = 3600
@@ -564,7 +565,7 @@ def _write_records(
     with ShardWriter(output, shards) as writer, tqdm(total=records, desc="write records", unit=" records") as progress:
         for first in range(0, records, _RECORDS_PER_CHUNK):
             chosen = shuffled[first : first + _RECORDS_PER_CHUNK]
-            chunk_offsets = np.concatenate([[0], np.cumsum(lengths[chosen])])
+            chunk_offsets = offsets_of(lengths[chosen])
             positions = np.repeat(starts[chosen] - chunk_offsets[:-1], lengths[chosen]) + np.arange(chunk_offsets[-1])
             rows = order[positions]
             # Round robin over shuffled records: no shard is empty (preprocess rejects empty

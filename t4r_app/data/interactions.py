@@ -15,9 +15,11 @@ from t4r_app.data.sources import SessionSource
 from workflow.columns import INTERACTION_COLUMNS
 
 
-def known_movie_mask(titles: dict[int, str] | None) -> np.ndarray | None:
-    """The sorted movie ids that have a title (not a dense mask: a titles file may name
-    movie 10**15, which must not allocate a petabyte)."""
+def titled_movie_ids(titles: dict[int, str] | None) -> np.ndarray | None:
+    """The sorted movie ids that have a title; None without a titles file.
+
+    Ids, not a dense mask by id: a titles file may name movie 10**15, which must not allocate a petabyte.
+    """
     if titles is None:
         return None
     return np.array(sorted(titles), dtype=np.int64)
@@ -59,7 +61,7 @@ def write_interactions(
     if output_dir.exists():
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True)
-    reader = SessionRecordReader(source, on_bad_record, known_movie_mask(titles))
+    reader = SessionRecordReader(source, on_bad_record, titled_movie_ids(titles))
     writer = _PartWriter(output_dir, rows_per_part)
     with tqdm(desc="read records", unit=" records", unit_scale=True) as progress:
         seen = 0

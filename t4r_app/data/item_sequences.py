@@ -6,7 +6,6 @@ follows from it (``resolve_exclude_seen``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from t4r_app.config import AppConfig, load_config
-from t4r_app.data.preprocess import read_parquet_columns
-from workflow.columns import ITEM_LIST
-from workflow.columns import PADDING_ID, USER
+from t4r_app.data.parquet_parts import read_parquet_columns
+from t4r_app.data.preprocess_stats import PreprocessStats, RepeatStats, load_preprocess_stats
+from workflow.columns import ITEM_LIST, PADDING_ID, USER
+from workflow.list_columns import offsets_of, to_flat
 
 SEQUENCES_DIR = "sequences"
-STATS_FILE = "stats.json"
 # serve.exclude_seen=auto leaves a session's own movies out when fewer interactions than this
 # share repeat a movie of their own sequence: then a seen movie is (almost) never the answer.
 REPEAT_SHARE_THRESHOLD = 0.01
@@ -42,10 +41,7 @@ class ItemSequences:
 
     @classmethod
     def from_lists(cls, rows: list) -> "ItemSequences":
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum([len(row) for row in rows], out=offsets[1:])
-        values = np.concatenate([np.asarray(row, dtype=np.int64) for row in rows]) if offsets[-1] else np.zeros(0, np.int64)
-        return cls(values, offsets)
+        return cls(*to_flat(rows))
 
     def row(self, index: int) -> np.ndarray:
         return self.values[self.offsets[index] : self.offsets[index + 1]]
@@ -108,32 +104,30 @@ def list_sequences(column: pa.ChunkedArray) -> ItemSequences:
         return ItemSequences(np.zeros(0, np.int64), np.zeros(1, np.int64))
     lists = pa.concat_arrays(chunks)
     lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = offsets_of(lengths)
     values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     return ItemSequences(values, offsets)
 
 
-def repeat_stats(sequences: ItemSequences, keep: np.ndarray | None = None) -> dict:
+def repeat_stats(sequences: ItemSequences, keep: np.ndarray | None = None) -> RepeatStats:
     """How many interactions (of the rows in ``keep``) repeat a movie earlier in their own row."""
     counted = np.ones(len(sequences.values), dtype=bool) if keep is None else np.repeat(keep, sequences.lengths)
     repeats = int((sequences.repeated() & counted).sum())
     total = int(counted.sum())
-    return {"interactions": repeats, "share": repeats / total if total else 0.0}
+    return RepeatStats(interactions=repeats, share=repeats / total if total else 0.0)
 
 
-def preprocess_settings(data_dir: str | Path) -> tuple[dict, int]:
+def preprocess_settings(data_dir: str | Path) -> tuple[PreprocessStats, int]:
     """(stats.json, min_sequence_length) of a preprocessed DATA_DIR."""
     data_dir = Path(data_dir)
-    stats = json.loads((data_dir / STATS_FILE).read_text())
-    return stats, load_config(data_dir / "config.yaml").preprocess.min_sequence_length
+    return load_preprocess_stats(data_dir), load_config(data_dir / "config.yaml").preprocess.min_sequence_length
 
 
-def measured_repeats(data_dir: str | Path) -> dict:
+def measured_repeats(data_dir: str | Path) -> RepeatStats:
     """``repeats`` of stats.json, measured from ``sequences/`` when an older preprocess left it out."""
     stats, min_length = preprocess_settings(data_dir)
-    if "repeats" in stats:
-        return stats["repeats"]
+    if stats.kept.repeats is not None:
+        return stats.kept.repeats
     sequences = list_sequences(read_parquet_columns(Path(data_dir) / SEQUENCES_DIR, [ITEM_LIST])[ITEM_LIST])
     return repeat_stats(sequences, sequences.lengths >= min_length)
 
@@ -146,7 +140,7 @@ def resolve_exclude_seen(config: AppConfig, data_dir: str | Path) -> tuple[bool,
     MovieLens, where nobody rates a movie twice), and keeps them otherwise.
     """
     setting = config.serve.exclude_seen
-    share = measured_repeats(data_dir)["share"]
+    share = measured_repeats(data_dir).share
     measured = f"{share:.2%} of interactions repeat a movie earlier in their sequence"
     if setting != "auto":
         return bool(setting), f"serve.exclude_seen={str(bool(setting)).lower()} in the config ({measured})"

@@ -20,8 +20,6 @@ run killed at any moment leaves a DATA_DIR without it, which ``train`` refuses
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,35 +28,37 @@ from typing import Iterator
 
 import dask
 import numpy as np
+import nvtabular as nvt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset  # noqa: F401  (registers pa.dataset)
 from tqdm.auto import tqdm
 
 from t4r_app.config import AppConfig, DaskConfig, save_config
 from t4r_app.errors import PreprocessError
 from t4r_app.data.interactions import write_interactions
-from t4r_app.data.sources import natural_key, resolve_source
-from workflow.columns import ITEM_LIST
+from t4r_app.data.item_sequences import list_sequences, repeat_stats
+from t4r_app.data.parquet_parts import read_parquet_columns
+from t4r_app.data.preprocess_stats import (
+    STATS_FILE,
+    DroppedInteractions,
+    ItemIds,
+    LengthSummary,
+    PreprocessStats,
+    RepeatStats,
+    SequenceCounts,
+    SplitRuleStats,
+    SplitStats,
+)
+from t4r_app.data.records import ReadStats
+from t4r_app.data.sources import resolve_source
+from workflow.columns import FIRST_MOVIE_ID, ITEM_LIST, RAW_MOVIE, TIMESTAMP, USER
 from workflow.sequences import build_sequence_workflow, build_split_workflow, sequence_key
-from workflow.columns import FIRST_MOVIE_ID, NULL_ID, OOV_ID, PADDING_ID, RAW_MOVIE, TIMESTAMP, USER
 from workflow.splits import ROLES, SplitRule
 
 ROWS_PER_PARTITION = 2_000_000
-STATS_FILE = "stats.json"
 # What a run writes, cleared before it starts again (other files in DATA_DIR are left alone).
 OUTPUTS = ("interactions", "sequences", "categories", "workflow", *ROLES, "item_mapping.parquet")
-
-
-def check_complete(data_dir: str | Path) -> None:
-    """Refuse a DATA_DIR that a killed (or failed) preprocess left half-written."""
-    data_dir = Path(data_dir)
-    if not (data_dir / STATS_FILE).is_file():
-        raise PreprocessError(
-            f"{data_dir} looks half-written (no {STATS_FILE}, which preprocess writes last): "
-            "the preprocess run that wrote it did not finish; run `t4r-app preprocess` again into it"
-        )
 
 
 def _clear_outputs(output: Path) -> None:
@@ -71,16 +71,10 @@ def _clear_outputs(output: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 @dataclass
 class PreprocessResult:
     output_dir: Path
-    stats: dict
+    stats: PreprocessStats
 
 
 @contextlib.contextmanager
@@ -134,24 +128,12 @@ def _worker_lost_errors() -> tuple[type[BaseException], ...]:
     return (KilledWorker, CommClosedError)
 
 
-def read_parquet_columns(directory: Path, columns: list[str]) -> pa.Table:
-    """The given columns of every part in a merlin output folder, in file order."""
-    files = sorted(directory.glob("*.parquet"), key=lambda p: natural_key(p.name))
-    return pa.dataset.dataset([str(f) for f in files], format="parquet").to_table(columns=columns)
-
-
 def _list_lengths(directory: Path, column: str = ITEM_LIST) -> np.ndarray:
     # A part with no rows can come back with a null-typed column: it has no lengths to add.
     chunks = [c for c in read_parquet_columns(directory, [column])[column].chunks if not pa.types.is_null(c.type)]
     if not chunks:
         return np.zeros(0, dtype=np.int64)
     return np.concatenate([pc.list_value_length(chunk).to_numpy(zero_copy_only=False) for chunk in chunks])
-
-
-def _length_summary(lengths: np.ndarray) -> dict:
-    if len(lengths) == 0:
-        return {"min": 0, "median": 0, "max": 0}
-    return {"min": int(lengths.min()), "median": float(np.median(lengths)), "max": int(lengths.max())}
 
 
 def _temporal_cutoffs(config: AppConfig, interactions_dir: Path) -> tuple[int, int]:
@@ -215,8 +197,8 @@ def _partitions(config: AppConfig, interactions: int) -> int:
 
 
 def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, titles_path: str | None = None) -> PreprocessResult:
-    import nvtabular as nvt  # heavy import: keep `t4r-app --help` fast
-
+    # NVTabular (imported above, and by workflow.sequences) is slow to import: the CLI imports
+    # this module inside the preprocess command only, which keeps `t4r-app --help` fast.
     started = time.perf_counter()
     # Workers of a running cluster write the outputs (Categorify's vocabulary among them) from
     # their own working directory: a relative path would land there, not under the client's.
@@ -278,91 +260,88 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
             timings[f"split_{role}"] = time.perf_counter() - stage_started
 
     mapping = _write_item_mapping(workflow_dir, titles, output / "item_mapping.parquet")
-    stats = _collect_stats(config, read_stats, mapping, output, source.description, (valid_cutoff, test_cutoff))
-    stats["items_titles_only"] = title_only
+    stats = PreprocessStats(
+        input=source.description,
+        read=read_stats,
+        kept=_count_kept(output / "sequences", config.preprocess.min_sequence_length, read_stats),
+        items=len(mapping),
+        item_ids=ItemIds.for_movies(len(mapping)),
+        split=SplitRuleStats(config.split.protocol, valid_cutoff, test_cutoff),
+        splits={role: _split_stats(output / role) for role in ROLES},
+        items_titles_only=title_only,
+    )
     timings["total"] = time.perf_counter() - started
-    stats["timings_s"] = {name: round(seconds, 3) for name, seconds in timings.items()}
-    _write_atomically(output / STATS_FILE, json.dumps(stats, indent=2))
+    stats.timings_s = {name: round(seconds, 3) for name, seconds in timings.items()}
+    stats.write(output)
     return PreprocessResult(output, stats)
 
 
-def _collect_stats(config, read_stats, mapping, output: Path, description: str, cutoffs) -> dict:
-    from t4r_app.data.item_sequences import list_sequences, repeat_stats  # sequences_io imports this module
-
-    sequences = list_sequences(read_parquet_columns(output / "sequences", [ITEM_LIST])[ITEM_LIST])
-    sequence_lengths = sequences.lengths
-    long_enough = sequence_lengths >= config.preprocess.min_sequence_length
-    sequences_table = read_parquet_columns(output / "sequences", [USER])
-    users = np.unique(sequences_table[USER].to_numpy()[long_enough]) if len(long_enough) else []
-    in_sequences = int(sequence_lengths.sum())
-    movie_count = len(mapping)
-    stats = {
-        "input": description,
-        **read_stats.as_dict(),
-        "interactions_dropped": {
-            "consecutive_duplicates": read_stats.interactions - in_sequences,
-            "short_sequences": int(sequence_lengths[~long_enough].sum()),
-        },
-        "interactions": int(sequence_lengths[long_enough].sum()),
+def _count_kept(sequences_dir: Path, min_sequence_length: int, read_stats: ReadStats) -> SequenceCounts:
+    """Interactions and sequences kept after grouping (consecutive duplicates dropped) and the length filter."""
+    sequences = list_sequences(read_parquet_columns(sequences_dir, [ITEM_LIST])[ITEM_LIST])
+    lengths = sequences.lengths
+    long_enough = lengths >= min_sequence_length
+    user_column = read_parquet_columns(sequences_dir, [USER])[USER]
+    users = np.unique(user_column.to_numpy()[long_enough]) if len(long_enough) else []
+    return SequenceCounts(
+        interactions_dropped=DroppedInteractions(
+            consecutive_duplicates=read_stats.interactions - int(lengths.sum()),
+            short_sequences=int(lengths[~long_enough].sum()),
+        ),
+        interactions=int(lengths[long_enough].sum()),
         # How often a sequence comes back to a movie it already holds: serve.exclude_seen=auto reads it.
-        "repeats": repeat_stats(sequences, long_enough),
-        "sequences": int(long_enough.sum()),
-        "sequences_dropped_short": int((~long_enough).sum()),
-        "users": int(len(users)),
-        "items": int(movie_count),
-        "item_ids": {
-            "padding": PADDING_ID,
-            "null": NULL_ID,
-            "out_of_vocabulary": OOV_ID,
-            "first_movie": FIRST_MOVIE_ID,
-            "last_movie": FIRST_MOVIE_ID + movie_count - 1,
-            "mask": FIRST_MOVIE_ID + movie_count,
-        },
-        "split": {"protocol": config.split.protocol, "valid_cutoff": cutoffs[0], "test_cutoff": cutoffs[1]},
-        "splits": {},
-    }
-    for role in ROLES:
-        lengths = _list_lengths(output / role)
-        stats["splits"][role] = {
-            "sequences": int(len(lengths)),
-            "interactions": int(lengths.sum()),
-            "length": _length_summary(lengths),
-        }
-    return stats
+        repeats=repeat_stats(sequences, long_enough),
+        sequences=int(long_enough.sum()),
+        sequences_dropped_short=int((~long_enough).sum()),
+        users=int(len(users)),
+    )
 
 
-def _titles_only_note(stats: dict) -> str:
-    count = stats.get("items_titles_only", 0)
+def _split_stats(role_dir: Path) -> SplitStats:
+    lengths = _list_lengths(role_dir)
+    return SplitStats(sequences=int(len(lengths)), interactions=int(lengths.sum()), length=LengthSummary.of(lengths))
+
+
+def _titles_only_note(stats: PreprocessStats) -> str:
+    count = stats.items_titles_only
     return f", {count:,} of them only in the titles file," if count else ""
 
 
-def format_summary(stats: dict) -> str:
+def _repeats_line(repeats: RepeatStats | None) -> list[str]:
+    if repeats is None:  # stats.json of a DATA_DIR from before repeats were measured
+        return []
+    return [
+        f"repeats         {repeats.interactions:,} interactions ({repeats.share:.2%}) repeat a "
+        "movie earlier in their sequence"
+    ]
+
+
+def format_summary(stats: PreprocessStats) -> str:
     """The one-screen summary printed at the end of ``preprocess``."""
-    rejected = ", ".join(f"{k}: {v}" for k, v in stats["records_rejected"].items()) or "none"
-    shards_rejected = ", ".join(f"{k}: {v}" for k, v in stats["shards_rejected"].items()) or "none"
-    dropped = stats["interactions_dropped"]
-    ids = stats["item_ids"]
+    read, kept, ids = stats.read, stats.kept, stats.item_ids
+    rejected = ", ".join(f"{k}: {v}" for k, v in sorted(read.records_rejected.items())) or "none"
+    shards_rejected = ", ".join(f"{k}: {v}" for k, v in sorted(read.shards_rejected.items())) or "none"
+    dropped = kept.interactions_dropped
     lines = [
-        f"input           {stats['input']}",
-        f"shards          {stats['shards_read']} read, rejected: {shards_rejected}",
-        f"records         {stats['records_read']:,} read = {stats['records_kept']:,} kept + "
-        f"{sum(stats['records_rejected'].values()):,} rejected ({rejected})",
-        f"interactions    {stats['interactions_read']:,} read -> {stats['interactions']:,} in sequences "
-        f"(dropped: {dropped['consecutive_duplicates']:,} consecutive duplicates, "
-        f"{dropped['short_sequences']:,} in {stats['sequences_dropped_short']:,} short sequences)",
-        f"repeats         {stats['repeats']['interactions']:,} interactions ({stats['repeats']['share']:.2%}) repeat a "
-        "movie earlier in their sequence",
-        f"users / items   {stats['users']:,} users, {stats['items']:,} movies"
+        f"input           {stats.input}",
+        f"shards          {read.shards_read} read, rejected: {shards_rejected}",
+        f"records         {read.records_read:,} read = {read.records_kept:,} kept + "
+        f"{sum(read.records_rejected.values()):,} rejected ({rejected})",
+        f"interactions    {read.interactions:,} read -> {kept.interactions:,} in sequences "
+        f"(dropped: {dropped.consecutive_duplicates:,} consecutive duplicates, "
+        f"{dropped.short_sequences:,} in {kept.sequences_dropped_short:,} short sequences)",
+        *_repeats_line(kept.repeats),
+        f"users / items   {kept.users:,} users, {stats.items:,} movies"
         f"{_titles_only_note(stats)} "
-        f"(item ids {ids['first_movie']}..{ids['last_movie']}, padding {ids['padding']}, mask {ids['mask']})",
-        f"protocol        {stats['split']['protocol']}",
+        f"(item ids {ids.first_movie}..{ids.last_movie}, padding {ids.padding}, mask {ids.mask})",
+        f"protocol        {stats.split.protocol}",
         "split      sequences  interactions  length min / median / max",
     ]
-    for role, split in stats["splits"].items():
-        length = split["length"]
+    for role, split in stats.splits.items():
+        length = split.length
         lines.append(
-            f"{role:<10} {split['sequences']:>9,}  {split['interactions']:>12,}  "
-            f"{length['min']} / {length['median']:g} / {length['max']}"
+            f"{role:<10} {split.sequences:>9,}  {split.interactions:>12,}  "
+            f"{length.min} / {length.median:g} / {length.max}"
         )
-    lines.append(f"time            {stats['timings_s']['total']:.1f} s")
+    lines.append(f"time            {stats.timings_s['total']:.1f} s")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
+
 from t4r_app.errors import InputError
 
 TITLES_FILE_NAME = "movie_title_by_index.json"

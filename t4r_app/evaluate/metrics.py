@@ -1,11 +1,16 @@
 """Ranking metrics as pure functions of scores and targets.
 
-Training, evaluation, baselines, tuning and benchmarks all use these. Ranks are 1-based and
-ties count against the target (an item scoring the same as the target ranks above it), so
+``evaluate.protocol`` ranks the model and every baseline with these (``evaluate``, and the
+validation verdicts ``train`` prints); serving borrows EXCLUDED. Training's own metrics are
+Transformers4Rec's, which ``tests/test_evaluation.py`` checks against these. Ranks are 1-based
+and ties count against the target (an item scoring the same as the target ranks above it), so
 a model or baseline with constant scores can never look better than it is.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,18 +37,51 @@ def ndcg_per_row(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
 
 
-def ranking_metrics(ranks: np.ndarray, top_ks: list[int]) -> dict[str, float]:
-    """HR@k (hit ratio; equals recall with one target), NDCG@k and MRR from target ranks."""
+_AT_K = re.compile(r"(?P<name>hr|ndcg)@(?P<k>\d+)")  # eval.json's metric keys: hr@10, ndcg@10
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    """HR@k (hit ratio; equals recall with one target) and NDCG@k by k, MRR, and how many targets."""
+
+    hr: dict[int, float]
+    ndcg: dict[int, float]
+    mrr: float
+    count: int
+
+    def to_json(self) -> dict[str, float]:
+        """``{"hr@1": ..., "ndcg@1": ..., ..., "mrr": ..., "count": ...}``, k ascending."""
+        data: dict[str, float] = {}
+        for k in sorted(self.hr.keys() | self.ndcg.keys()):
+            if k in self.hr:
+                data[f"hr@{k}"] = self.hr[k]
+            if k in self.ndcg:
+                data[f"ndcg@{k}"] = self.ndcg[k]
+        data["mrr"] = self.mrr
+        data["count"] = self.count
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, float]) -> "RankingMetrics":
+        by_k: dict[str, dict[int, float]] = {"hr": {}, "ndcg": {}}
+        for key, value in data.items():
+            if match := _AT_K.fullmatch(key):
+                by_k[match["name"]][int(match["k"])] = value
+        return cls(by_k["hr"], by_k["ndcg"], data["mrr"], data["count"])
+
+
+def ranking_metrics(ranks: np.ndarray, top_ks: list[int]) -> RankingMetrics:
+    """HR@k, NDCG@k and MRR from target ranks."""
     ranks = np.asarray(ranks, dtype=np.float64)
     if len(ranks) == 0:
         raise ValueError("no targets to evaluate")
-    metrics: dict[str, float] = {}
-    for k in sorted(top_ks):
-        metrics[f"hr@{k}"] = float((ranks <= k).mean())
-        metrics[f"ndcg@{k}"] = float(ndcg_per_row(ranks, k).mean())
-    metrics["mrr"] = float((1.0 / ranks).mean())
-    metrics["count"] = int(len(ranks))
-    return metrics
+    ks = sorted(top_ks)
+    return RankingMetrics(
+        hr={k: float((ranks <= k).mean()) for k in ks},
+        ndcg={k: float(ndcg_per_row(ranks, k).mean()) for k in ks},
+        mrr=float((1.0 / ranks).mean()),
+        count=int(len(ranks)),
+    )
 
 
 def paired_bootstrap(

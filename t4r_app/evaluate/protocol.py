@@ -25,7 +25,6 @@ The target is never given to a scorer: inputs are the sequences without their la
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,14 +33,24 @@ import numpy as np
 
 from t4r_app.errors import RunError
 from t4r_app.evaluate.metrics import EXCLUDED, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
+from t4r_app.evaluate.results import (
+    COMPARED_K,
+    BootstrapComparison,
+    BootstrapSettings,
+    EvaluationResults,
+    EvaluationSettings,
+    ScorerResults,
+    SliceResults,
+    SplitResults,
+)
 from t4r_app.data.item_sequences import ItemSequences
 from workflow.columns import movie_ids
 
 PROTOCOLS = ("full", "full_unseen", "sampled")
 AMONG_COLD = "among_cold"  # the cold slice only: the target among the movies without training interactions
 COMPARED_PROTOCOLS = ("full", "full_unseen")  # the bootstrap compares the full rankings only
-COMPARED_K = 10
 BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_LEVEL = 0.95
 RARE_SHARE = 0.2
 
 Scorer = Callable[[ItemSequences, slice], np.ndarray]
@@ -117,28 +126,30 @@ def scorer_ranks(
     return {protocol: np.concatenate(parts) for protocol, parts in ranks.items()}
 
 
-def evaluate_scorer(
-    scorer: Scorer, eval_set: EvalSet, top_ks: list[int], batch_size: int = 512
-) -> dict[str, dict[str, float]]:
-    """{protocol: metrics} of one scorer on one split, for every protocol."""
+def evaluate_scorer(scorer: Scorer, eval_set: EvalSet, top_ks: list[int], batch_size: int = 512) -> ScorerResults:
+    """One scorer's metrics on one split, for every protocol."""
     return ranks_metrics(scorer_ranks(scorer, eval_set, batch_size), top_ks)
 
 
-def ranks_metrics(ranks: dict[str, np.ndarray], top_ks: list[int]) -> dict[str, dict[str, float]]:
-    """{protocol: metrics} from {protocol: target ranks}."""
-    return {protocol: ranking_metrics(protocol_ranks, top_ks) for protocol, protocol_ranks in ranks.items()}
+def ranks_metrics(ranks: dict[str, np.ndarray], top_ks: list[int]) -> ScorerResults:
+    """The metrics of {protocol: target ranks}."""
+    return ScorerResults(**{protocol: ranking_metrics(protocol_ranks, top_ks) for protocol, protocol_ranks in ranks.items()})
 
 
 def compare_ranks(
     model: dict[str, np.ndarray], baseline: dict[str, np.ndarray], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> dict[str, dict]:
+) -> dict[str, BootstrapComparison]:
     """Model minus baseline NDCG@10 per compared protocol, with a paired bootstrap 95% interval."""
     comparison = {}
     for protocol in COMPARED_PROTOCOLS:
         difference, low, high = paired_bootstrap(
-            ndcg_per_row(model[protocol], COMPARED_K), ndcg_per_row(baseline[protocol], COMPARED_K), resamples, seed
+            ndcg_per_row(model[protocol], COMPARED_K),
+            ndcg_per_row(baseline[protocol], COMPARED_K),
+            resamples,
+            seed,
+            BOOTSTRAP_LEVEL,
         )
-        comparison[protocol] = {f"ndcg@{COMPARED_K}_difference": difference, "ci95": [low, high], "resamples": resamples}
+        comparison[protocol] = BootstrapComparison(difference, (low, high), resamples)
     return comparison
 
 
@@ -154,17 +165,20 @@ def target_slices(targets: np.ndarray, training_counts: np.ndarray) -> dict[str,
 
 def slice_metrics(
     ranks: dict[str, dict[str, np.ndarray]], rows: np.ndarray, top_ks: list[int], protocols: tuple[str, ...]
-) -> dict:
-    """Every scorer's metrics on the ``rows`` of one slice, for ``protocols``."""
-    return {name: ranks_metrics({p: by_protocol[p][rows] for p in protocols}, top_ks) for name, by_protocol in ranks.items()}
+) -> SliceResults:
+    """Every scorer's metrics on the ``rows`` of one slice, for ``protocols`` (none when no row is in it)."""
+    scorers = {
+        name: ranks_metrics({p: by_protocol[p][rows] for p in protocols}, top_ks) for name, by_protocol in ranks.items()
+    } if rows.any() else {}
+    return SliceResults(int(rows.sum()), scorers)
 
 
 def model_scorer(model, max_length: int) -> Scorer:
-    from t4r_app.model.inference import score_batch
+    from t4r_app.model.inference import next_item_scores
 
     def score(sessions: ItemSequences, rows: slice) -> np.ndarray:
-        # Leave room for the [MASK] that inference appends (see scoring.score_batch).
-        return score_batch(model, sessions.padded(rows.start, rows.stop, max_length - 1))
+        # Leave room for the [MASK] that inference appends (see model.inference.next_item_scores).
+        return next_item_scores(model, sessions.padded(rows.start, rows.stop, max_length - 1))
 
     return score
 
@@ -174,8 +188,8 @@ def evaluate_results(
     data_dir: str | Path | None = None,
     splits: tuple[str, ...] = ("valid", "test"),
     progress: bool = True,
-) -> dict:
-    """The model and the baselines on ``splits``: metrics per protocol and the bootstrap comparison.
+) -> EvaluationResults:
+    """The model and the baselines on ``splits``: metrics per protocol, the bootstrap comparison, the slices.
 
     Writes nothing (``evaluate_run`` writes the files), so training can check validation alone.
     """
@@ -213,7 +227,7 @@ def evaluate_results(
     if run.config.model.title_embeddings != "off":
         titles = load_title_vectors(data_dir, vocabulary, progress=False)
         scorers[TitlePopularity.name] = TitlePopularity(history, vocabulary, titles).score
-    results: dict = {}
+    results: dict[str, SplitResults] = {}
     with tqdm(total=len(splits) * len(scorers), desc="evaluate", unit="scorer", disable=not progress) as bar:
         for split in splits:
             eval_set = make_eval_set(split, read_split(data_dir, split).items, popularity, settings.sampled_negatives, seed)
@@ -222,32 +236,41 @@ def evaluate_results(
                 bar.set_postfix_str(f"{split}/{name}")
                 ranks[name] = scorer_ranks(scorer, eval_set, cold=cold)
                 bar.update()
-            slices = {}
-            for name, rows in target_slices(eval_set.targets, popularity).items():
-                protocols = PROTOCOLS + ((AMONG_COLD,) if name == "cold" else ())
-                slices[name] = {"rows": int(rows.sum()), **(slice_metrics(ranks, rows, top_ks, protocols) if rows.any() else {})}
-            ranks = {name: {p: by_protocol[p] for p in PROTOCOLS} for name, by_protocol in ranks.items()}
-            model = ranks.pop("model")
-            results[split] = {
-                "model": ranks_metrics(model, top_ks),
-                "baselines": {name: ranks_metrics(r, top_ks) for name, r in ranks.items()},
-                "comparison": {name: compare_ranks(model, r, seed=seed) for name, r in ranks.items()},
-                "slices": slices,
-            }
-    results["settings"] = {
-        "top_ks": top_ks,
-        "protocols": list(PROTOCOLS),
-        "sampled_negatives": settings.sampled_negatives,
-        "seed": seed,
-        "bootstrap": {"metric": f"ndcg@{COMPARED_K}", "resamples": BOOTSTRAP_RESAMPLES, "seed": seed, "level": 0.95},
-        "baselines_fitted_on": "each sequence's whole training part (no window)",
-        "slices": {
-            "rare": f"targets among the least-watched {RARE_SHARE:.0%} of trained movies",
-            "cold": f"targets without training interactions; {AMONG_COLD}: ranked among the {int(cold.sum())} such movies",
-        },
-        "data_dir": str(data_dir),
+            results[split] = _split_results(ranks, target_slices(eval_set.targets, popularity), top_ks, seed)
+    return EvaluationResults(
+        results,
+        EvaluationSettings(
+            top_ks=top_ks,
+            protocols=list(PROTOCOLS),
+            sampled_negatives=settings.sampled_negatives,
+            seed=seed,
+            bootstrap=BootstrapSettings(f"ndcg@{COMPARED_K}", BOOTSTRAP_RESAMPLES, seed, BOOTSTRAP_LEVEL),
+            baselines_fitted_on="each sequence's whole training part (no window)",
+            slices={
+                "rare": f"targets among the least-watched {RARE_SHARE:.0%} of trained movies",
+                "cold": f"targets without training interactions; {AMONG_COLD}: ranked among the {int(cold.sum())} such movies",
+            },
+            data_dir=str(data_dir),
+        ),
+    )
+
+
+def _split_results(
+    ranks: dict[str, dict[str, np.ndarray]], slices: dict[str, np.ndarray], top_ks: list[int], seed: int
+) -> SplitResults:
+    """One split's results from every scorer's target ranks ("model" first) and the slices' row masks."""
+    by_slice = {
+        name: slice_metrics(ranks, rows, top_ks, PROTOCOLS + ((AMONG_COLD,) if name == "cold" else ()))
+        for name, rows in slices.items()
     }
-    return results
+    ranks = {name: {p: by_protocol[p] for p in PROTOCOLS} for name, by_protocol in ranks.items()}
+    model = ranks.pop("model")
+    return SplitResults(
+        model=ranks_metrics(model, top_ks),
+        baselines={name: ranks_metrics(r, top_ks) for name, r in ranks.items()},
+        comparison={name: compare_ranks(model, r, seed=seed) for name, r in ranks.items()},
+        slices=by_slice,
+    )
 
 
 def evaluate_run(
@@ -255,12 +278,11 @@ def evaluate_run(
     data_dir: str | Path | None = None,
     splits: tuple[str, ...] = ("valid", "test"),
     progress: bool = True,
-) -> dict:
-    """Evaluate a run's model and the baselines; write eval.json, report.md and the plot."""
+) -> EvaluationResults:
+    """``evaluate_results``, written to RUN_DIR: eval.json, report.md and the plot."""
     from t4r_app.evaluate.report import write_report
 
     results = evaluate_results(run_dir, data_dir, splits, progress)
-    run_dir = Path(run_dir)
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
-    write_report(results, run_dir)
+    results.write(run_dir)
+    write_report(results, Path(run_dir))
     return results

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
+
+from t4r_app.evaluate.metrics import RankingMetrics
+from t4r_app.evaluate.protocol import AMONG_COLD
+from t4r_app.evaluate.results import COMPARED_K, EvaluationResults, EvaluationSettings
+from t4r_app.plotting import pyplot
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "eval_plot.png"
@@ -16,16 +22,14 @@ SLICE_TITLES = {"rare": "rare targets (least-watched 20% of trained movies)", "c
 SPLIT_TITLES = {"valid": "validation", "test": "test"}
 # How each ranking is named in tables and in the verdict sentences.
 RANKINGS = {"full": "over all movies", "full_unseen": "with the session's own movies left out"}
-VERDICT_METRIC = "ndcg@10"
+PLOTTED_K = 10
+
+Column = tuple[str, Callable[[RankingMetrics], float]]
 
 
-def _scorers(split_results: dict) -> dict[str, dict]:
-    return {"model": split_results["model"], **split_results["baselines"]}
-
-
-def _protocol_label(protocol: str, settings: dict) -> str:
+def _protocol_label(protocol: str, settings: EvaluationSettings) -> str:
     if protocol == "sampled":
-        return f"sampled ({settings['sampled_negatives']} negatives)"
+        return f"sampled ({settings.sampled_negatives} negatives)"
     return RANKINGS[protocol]
 
 
@@ -34,94 +38,109 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def report_table(results: dict, split: str) -> str:
+def _hr(k: int) -> Column:
+    return f"HR@{k}", lambda metrics: metrics.hr[k]
+
+
+def _ndcg(k: int) -> Column:
+    return f"NDCG@{k}", lambda metrics: metrics.ndcg[k]
+
+
+def report_table(results: EvaluationResults, split: str) -> str:
     """A markdown table: one row per ranking protocol and scorer, HR@k, NDCG@k and MRR as columns."""
-    settings = results["settings"]
-    ks = settings["top_ks"]
-    columns = [f"hr@{k}" for k in ks] + [f"ndcg@{k}" for k in ks] + ["mrr"]
-    scorers = _scorers(results[split])
+    settings = results.settings
+    ks = settings.top_ks
+    columns = [_hr(k) for k in ks] + [_ndcg(k) for k in ks] + [("MRR", lambda metrics: metrics.mrr)]
+    scorers = results.splits[split].scorers
     rows = [
-        [_protocol_label(protocol, settings), SCORER_LABELS.get(name, name), *(f"{metrics[protocol][c]:.4f}" for c in columns)]
-        for protocol in settings["protocols"]
-        for name, metrics in scorers.items()
+        [
+            _protocol_label(protocol, settings),
+            SCORER_LABELS.get(name, name),
+            *(f"{value(scorer.protocol(protocol)):.4f}" for _, value in columns),
+        ]
+        for protocol in settings.protocols
+        for name, scorer in scorers.items()
     ]
-    return _markdown(["ranking", "scorer", *(c.upper() for c in columns)], rows)
+    return _markdown(["ranking", "scorer", *(label for label, _ in columns)], rows)
 
 
-def comparison_table(results: dict, split: str) -> str:
+def comparison_table(results: EvaluationResults, split: str) -> str:
     """Model minus baseline NDCG@10 per ranking, with the paired bootstrap interval."""
     rows = []
-    for name, by_protocol in results[split]["comparison"].items():
+    for name, by_protocol in results.splits[split].comparison.items():
         for protocol, comparison in by_protocol.items():
-            low, high = comparison["ci95"]
-            difference = comparison[f"{VERDICT_METRIC}_difference"]
-            rows.append([SCORER_LABELS.get(name, name), RANKINGS[protocol], f"{difference:+.4f}", f"[{low:+.4f}, {high:+.4f}]"])
-    return _markdown(["baseline", "ranking", "BERT4Rec minus baseline, NDCG@10", "95% interval"], rows)
+            low, high = comparison.ci95
+            label = SCORER_LABELS.get(name, name)
+            rows.append([label, RANKINGS[protocol], f"{comparison.difference:+.4f}", f"[{low:+.4f}, {high:+.4f}]"])
+    return _markdown(["baseline", "ranking", f"BERT4Rec minus baseline, NDCG@{COMPARED_K}", "95% interval"], rows)
 
 
-def slices_table(results: dict, split: str) -> str:
+def slices_table(results: EvaluationResults, split: str) -> str:
     """NDCG@10 and HR@10 of every scorer on the rare and the cold targets; empty when there are none."""
-    columns = [(protocol, metric) for protocol in RANKINGS for metric in ("ndcg@10", "hr@10")] + [("among_cold", "hr@10")]
+    cells_of = [(protocol, column) for protocol in RANKINGS for column in (_ndcg(PLOTTED_K), _hr(PLOTTED_K))]
+    cells_of.append((AMONG_COLD, _hr(PLOTTED_K)))
     rows = []
-    for name, values in results[split].get("slices", {}).items():
-        for scorer, metrics in values.items():
-            if scorer == "rows":
-                continue
-            cells = [f"{metrics[p][m]:.4f}" if p in metrics else "" for p, m in columns]
-            rows.append([f"{SLICE_TITLES.get(name, name)}: {values['rows']:,}", SCORER_LABELS.get(scorer, scorer), *cells])
+    for name, slice_results in results.splits[split].slices.items():
+        for scorer_name, scorer in slice_results.scorers.items():
+            rankings = scorer.by_protocol()
+            cells = [f"{value(rankings[p]):.4f}" if p in rankings else "" for p, (_, value) in cells_of]
+            targets = f"{SLICE_TITLES.get(name, name)}: {slice_results.rows:,}"
+            rows.append([targets, SCORER_LABELS.get(scorer_name, scorer_name), *cells])
     if not rows:
         return ""
-    header = [f"{m.upper()} {RANKINGS.get(p, 'among the cold movies')}" for p, m in columns]
+    header = [f"{label} {RANKINGS.get(p, 'among the cold movies')}" for p, (label, _) in cells_of]
     return _markdown(["targets", "scorer", *header], rows)
 
 
-def baseline_verdicts(results: dict, split: str = "valid") -> list[str]:
+def baseline_verdicts(results: EvaluationResults, split: str = "valid") -> list[str]:
     """One sentence per baseline and ranking where the model's NDCG@10 does not beat it."""
-    split_results = results[split]
+    split_results = results.splits[split]
     verdicts = []
     for protocol, ranking in RANKINGS.items():
-        model = split_results["model"][protocol][VERDICT_METRIC]
-        for name, metrics in split_results["baselines"].items():
-            theirs = metrics[protocol][VERDICT_METRIC]
+        model = split_results.model.protocol(protocol).ndcg[COMPARED_K]
+        for name, scorer in split_results.baselines.items():
+            theirs = scorer.protocol(protocol).ndcg[COMPARED_K]
             if model > theirs:
                 continue
-            interval = split_results.get("comparison", {}).get(name, {}).get(protocol, {}).get("ci95")
-            detail = f"; 95% interval of the difference [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""
+            comparison = split_results.comparison.get(name, {}).get(protocol)
+            detail = ""
+            if comparison:
+                low, high = comparison.ci95
+                detail = f"; 95% interval of the difference [{low:+.3f}, {high:+.3f}]"
             verdicts.append(
                 f"{SPLIT_TITLES[split]}: the model does NOT beat {name} {ranking} "
-                f"({model:.3f} vs {theirs:.3f} NDCG@10{detail})"
+                f"({model:.3f} vs {theirs:.3f} NDCG@{COMPARED_K}{detail})"
             )
     return verdicts
 
 
-def verdict_lines(results: dict, split: str = "valid") -> list[str]:
+def verdict_lines(results: EvaluationResults, split: str = "valid") -> list[str]:
     """``baseline_verdicts``, or one line saying the model beats them all."""
     return baseline_verdicts(results, split) or [
-        f"{SPLIT_TITLES[split]}: the model beats every baseline on NDCG@10, {' and '.join(RANKINGS.values())}"
+        f"{SPLIT_TITLES[split]}: the model beats every baseline on NDCG@{COMPARED_K}, {' and '.join(RANKINGS.values())}"
     ]
 
 
-def write_report(results: dict, run_dir: Path) -> Path:
-    settings = results["settings"]
-    splits = [name for name in ("valid", "test") if name in results]
-    bootstrap = settings["bootstrap"]
+def write_report(results: EvaluationResults, run_dir: Path) -> Path:
+    settings = results.settings
+    splits = [name for name in ("valid", "test") if name in results.splits]
+    bootstrap = settings.bootstrap
     parts = [
         "# BERT4Rec evaluation",
         "",
-        f"Data: `{settings['data_dir']}`. Each target is ranked {RANKINGS['full']}, {RANKINGS['full_unseen']} "
+        f"Data: `{settings.data_dir}`. Each target is ranked {RANKINGS['full']}, {RANKINGS['full_unseen']} "
         "(the same rule for every scorer; a target the session already holds then ranks last), and in the "
-        f"sampled protocol against {settings['sampled_negatives']} popularity-sampled negatives "
-        f"(seed {settings['seed']}). Ties count against the target. The baselines are fitted on "
-        f"{settings['baselines_fitted_on']}. Differences: paired bootstrap over the evaluation rows "
-        f"({bootstrap['resamples']:,} resamples, seed {bootstrap['seed']}).",
+        f"sampled protocol against {settings.sampled_negatives} popularity-sampled negatives "
+        f"(seed {settings.seed}). Ties count against the target. The baselines are fitted on "
+        f"{settings.baselines_fitted_on}. Differences: paired bootstrap over the evaluation rows "
+        f"({bootstrap.resamples:,} resamples, seed {bootstrap.seed}).",
     ]
-    if "valid" in results:
+    if "valid" in results.splits:
         parts += ["", *(f"- **{line}**" for line in verdict_lines(results, "valid"))]
     for split in splits:
-        count = results[split]["model"]["full"]["count"]
         parts += [
             "",
-            f"## {SPLIT_TITLES[split].capitalize()} ({count:,} sequences)",
+            f"## {SPLIT_TITLES[split].capitalize()} ({results.splits[split].model.full.count:,} sequences)",
             "",
             report_table(results, split),
             "",
@@ -129,32 +148,37 @@ def write_report(results: dict, run_dir: Path) -> Path:
         ]
         if slices := slices_table(results, split):
             parts += ["", slices]
-    parts += ["", f"![NDCG@10 and HR@10]({PLOT_FILE})", ""]
+    parts += ["", f"![NDCG@{PLOTTED_K} and HR@{PLOTTED_K}]({PLOT_FILE})", ""]
     path = Path(run_dir) / REPORT_FILE
     path.write_text("\n".join(parts))
     _plot(results, splits, Path(run_dir) / PLOT_FILE)
     return path
 
 
-def _plot(results: dict, splits: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _plot(results: EvaluationResults, splits: list[str], path: Path) -> None:
     import numpy as np
 
-    names = list(_scorers(results[splits[0]]))
-    panels = [(split, metric) for split in splits for metric in ("ndcg@10", "hr@10")]
+    plt = pyplot()
+    names = list(results.splits[splits[0]].scorers)
+    panels = [(split, column) for split in splits for column in (_ndcg(PLOTTED_K), _hr(PLOTTED_K))]
     figure, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6), squeeze=False)
     width = 0.4
-    for axis, (split, metric) in zip(axes[0], panels):
+    for axis, (split, (label, value)) in zip(axes[0], panels):
+        scorers = results.splits[split].scorers
         for offset, (protocol, color) in enumerate(zip(RANKINGS, ("tab:blue", "tab:orange"))):
-            values = [_scorers(results[split])[name][protocol].get(metric, np.nan) for name in names]
+            values = [_value_or_nan(value, scorers[name].protocol(protocol)) for name in names]
             positions = np.arange(len(names)) + (offset - 0.5) * width
             axis.bar(positions, values, width, color=color, label=RANKINGS[protocol])
         axis.set_xticks(range(len(names)), [SCORER_LABELS.get(n, n) for n in names], rotation=25, ha="right", fontsize=8)
-        axis.set_title(f"{split} {metric.upper()}", fontsize=9)
+        axis.set_title(f"{split} {label}", fontsize=9)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _value_or_nan(value: Callable[[RankingMetrics], float], metrics: RankingMetrics) -> float:
+    try:
+        return value(metrics)
+    except KeyError:  # an eval.json whose top_ks left this k out
+        return float("nan")

@@ -19,10 +19,14 @@ from t4r_app.model.head import NextItemHead
 from t4r_app.model.item_features import ItemFeatures
 from t4r_app.model.masking import Bert4RecMasking
 from t4r_app.model.title_embedding import TitledItemEmbedding, initialise_from_titles
-from workflow.columns import ITEM_LIST
-from workflow.columns import PADDING_ID
+from workflow.columns import ITEM_LIST, PADDING_ID
 
 MONITOR_K = 10  # early stopping and the Trainer's metrics watch NDCG@10
+
+
+def trainer_metric(name: str, k: int = MONITOR_K) -> str:
+    """How T4R's Trainer names a validation metric of the next-item head (e.g. ``ndcg``, ``recall``)."""
+    return f"eval_/next-item/{name}_at_{k}"
 
 
 def item_schema(schema: Schema) -> Schema:

@@ -1,6 +1,4 @@
-"""BERT4Rec's masking, registered with T4R's masking registry as ``bert4rec``.
-
-It extends T4R's masked-item modelling in three ways:
+"""BERT4Rec's masking: T4R's masked-item modelling (``MaskedLanguageModeling``), extended in three ways.
 
 * **Exact-count masking** (the reference implementation's rule): each training window masks
   ``round(n * p)`` of its ``n`` items, instead of T4R's independent draws plus one.
@@ -19,10 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers4rec.torch.masking import MaskedLanguageModeling, MaskingInfo, masking_registry
+from transformers4rec.torch.masking import MaskedLanguageModeling, MaskingInfo
 
 
-@masking_registry.register_with_multiple_names("bert4rec")
 class Bert4RecMasking(MaskedLanguageModeling):
     def __init__(
         self,
@@ -32,7 +29,6 @@ class Bert4RecMasking(MaskedLanguageModeling):
         last_item_share: float = 0.0,
         exact_count: bool = True,
         max_predictions: int = 0,
-        **kwargs: Any,
     ):
         super().__init__(
             hidden_size=hidden_size,

@@ -21,8 +21,9 @@ from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 from t4r_app.atomic import building, leftovers
 from t4r_app.config import AppConfig, load_config
 from t4r_app.errors import RunError
+from t4r_app.model.architecture import build_model, item_schema, trainer_metric
+from t4r_app.model.device import default_device
 from t4r_app.model.item_features import FEATURES_FILE, ItemFeatures
-from t4r_app.model.architecture import build_model, item_schema
 
 CHECKPOINTS = "checkpoints"
 MODEL_DIR = "model"
@@ -32,7 +33,7 @@ CONFIG = "config.yaml"
 RUN_INFO = "run.json"
 ITEM_MAPPING = "item_mapping.parquet"
 ETL_WORKFLOW = "etl_workflow"
-MONITOR_METRIC = "eval_/next-item/ndcg_at_10"  # how T4R's Trainer names validation NDCG@10
+MONITOR_METRIC = trainer_metric("ndcg")  # validation NDCG@10, what early stopping watches
 
 
 @dataclass
@@ -124,7 +125,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     schema = item_schema(TensorflowMetadata.from_proto_text_file(str(run_dir / MODEL_DIR), SCHEMA).to_merlin_schema())
     features = ItemFeatures.load(run_dir / MODEL_DIR / FEATURES_FILE)
     model = build_model(schema, config.model, config.evaluate.top_ks, features)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     model.load_state_dict(torch.load(weights, map_location=device))
     model.to(device).eval()
     return LoadedRun(run_dir, config, info, schema, model, features)

@@ -21,8 +21,8 @@ from t4r_app.data.title_vectors import TitleVectors
 T4R_EMBEDDING_STD = 0.05  # transformers4rec TableConfig's default initializer: normal(0, 0.05)
 
 
-def initialise_from_titles(weight: torch.Tensor, titles: TitleVectors, std: float = T4R_EMBEDDING_STD) -> None:
-    """Overwrite the rows of titled items with their titles' top principal components, scaled to ``std``."""
+def initialise_from_titles(weight: torch.Tensor, titles: TitleVectors) -> None:
+    """Overwrite the rows of titled items with their titles' top principal components, scaled to T4R's spread."""
     rows = np.flatnonzero(titles.has_title)
     if len(rows) < 2:
         return
@@ -33,7 +33,7 @@ def initialise_from_titles(weight: torch.Tensor, titles: TitleVectors, std: floa
     projected = np.zeros((len(rows), weight.shape[1]))
     used = min(weight.shape[1], components.shape[0])
     projected[:, :used] = centred @ components[:used].T
-    projected *= std / max(projected[:, :used].std(), 1e-12)
+    projected *= T4R_EMBEDDING_STD / max(projected[:, :used].std(), 1e-12)
     with torch.no_grad():
         weight[torch.as_tensor(rows)] = torch.as_tensor(projected, dtype=weight.dtype)
 

@@ -20,24 +20,13 @@ from merlin.systems.dag.ops.workflow import TransformWorkflow
 from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
 from merlin.table import TensorTable
 
+from t4r_app.serve.protocol import MOVIE_IDS, NO_MOVIE, SCORES
 from t4r_app.serve.recommender import TopKScorer
 from workflow.columns import ITEM_LIST
 
-REQUEST_COLUMN = "movieIndices"
-VALUES_INPUT, OFFSETS_INPUT = f"{REQUEST_COLUMN}__values", f"{REQUEST_COLUMN}__offsets"
-MOVIE_IDS, SCORES = "movie_ids", "scores"
-NO_MOVIE = -1  # fills an answer row where leaving seen movies out leaves fewer than k
-EXCLUDE_SEEN_PARAMETER = "exclude_seen"  # in the ensemble's config.pbtxt, for clients to read
 WORKFLOW_DIR = "serving_workflow"
 MODEL_FILE = "bert4rec_traced.pt"
 CATALOGUE_FILE = "catalogue.npz"
-# What one request may carry. Scoring holds a (sessions x catalogue) score table and its sort,
-# so sessions are capped (1,024 x 27k movies of MovieLens-20M is about 0.2 GB per table); the
-# flat values are capped so that decoding and the seen-movie rule stay bounded (8 MB of INT64).
-# One session may be that long: only its last max_seq_length - 1 movies are scored, all of them
-# count as seen. TritonRecommender splits larger batches into requests that fit.
-MAX_SESSIONS_PER_REQUEST = 1024
-MAX_MOVIES_PER_REQUEST = 1_000_000
 
 
 class PythonBackendRuntime(TritonExecutorRuntime):
@@ -155,32 +144,6 @@ class PredictTopK(BaseOperator):
             self.movie_of_item, self.popularity = catalogue["movie_of_item"], catalogue["popularity"]
             # Repositories exported before titles have no scorable array: every movie is scored.
             self.scorable = catalogue["scorable"] if "scorable" in catalogue else None
-
-
-def request_problem(values: np.ndarray | None, offsets: np.ndarray | None) -> str | None:
-    """What is wrong with a request's ragged ``movieIndices`` pair, or None when it is sound."""
-    if values is None or offsets is None:
-        return f"the request needs both {VALUES_INPUT} and {OFFSETS_INPUT}"
-    if values.ndim != 1:
-        return f"{VALUES_INPUT} must be one-dimensional (every session's movies, one after another), got shape {values.shape}"
-    if offsets.ndim != 1 or len(offsets) < 2:
-        return f"{OFFSETS_INPUT} must hold one more entry than there are sessions (at least 2), got shape {offsets.shape}"
-    if len(offsets) - 1 > MAX_SESSIONS_PER_REQUEST:
-        return (
-            f"a request may carry at most {MAX_SESSIONS_PER_REQUEST} sessions, got {len(offsets) - 1}: "
-            "split them over several requests"
-        )
-    if len(values) > MAX_MOVIES_PER_REQUEST:
-        return (
-            f"a request may carry at most {MAX_MOVIES_PER_REQUEST} movies in all its sessions, got {len(values)}: "
-            "split them over several requests (only a session's last movies are scored anyway)"
-        )
-    if offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != len(values):
-        return (
-            f"{OFFSETS_INPUT} must start at 0, never decrease and end at the number of values "
-            f"({len(values)}); got {offsets.tolist()[:8]}{'...' if len(offsets) > 8 else ''}"
-        )
-    return None
 
 
 def _sessions(transformable) -> list[np.ndarray]:

@@ -9,7 +9,9 @@ window minus the [MASK] position, as in ``predict``, and sees the whole session 
 seen-movie rule.
 
 The run's seen-movie rule (or the ``exclude_seen`` given to ``export_run``) is baked into the
-ensemble and written to the model's config as the ``exclude_seen`` parameter.
+ensemble and written to the model's config as the ``exclude_seen`` parameter. The movies a
+session may hold, with their titles, go there too (``movie_titles``): a client that has only
+the server's address reads titles and unknown ids from it.
 
 Both targets put every step in Triton's python backend (one ``executor_model``), so they run
 on a tritonserver that has nothing else, such as the one in the nvidia-pytriton wheel. Target
@@ -26,7 +28,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import torch
 import tritonclient.grpc.model_config_pb2 as model_config
 from google.protobuf import text_format
@@ -41,18 +42,28 @@ from t4r_app.atomic import building
 from t4r_app.errors import ExportError, RunError, ServeError
 from t4r_app.model.item_features import FEATURES_FILE
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.model.device import default_device
 from t4r_app.serve.recommender import ItemCatalogue, run_exclude_seen, run_scorable
-from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, ITEM_MAPPING, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
-from t4r_app.serve.ensemble_ops import EXCLUDE_SEEN_PARAMETER, REQUEST_COLUMN, PredictTopK, PythonBackendRuntime, ServingWorkflow
+from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
+from t4r_app.serve.ensemble_ops import PredictTopK, PythonBackendRuntime, ServingWorkflow
+from t4r_app.serve.protocol import (
+    ENSEMBLE_NAME,
+    EXCLUDE_SEEN_PARAMETER,
+    MOVIE_TITLES_PARAMETER,
+    REQUEST_COLUMN,
+    encode_movie_titles,
+)
+from t4r_app.serve.run_movies import RunMovies, read_run_movies
 from t4r_app.model.title_embedding import TitledItemEmbedding
 from workflow.columns import ITEM_LIST
 from workflow.columns import RAW_MOVIE
 
-ENSEMBLE_NAME = "executor_model"
 EXPORT_INFO = "t4r_export.json"
 TARGETS = ("cpu", "gpu")
 INSTANCE_KINDS = {"cpu": model_config.ModelInstanceGroup.Kind.KIND_CPU, "gpu": model_config.ModelInstanceGroup.Kind.KIND_GPU}
 RUN_COPY = "run"  # beside the ensemble's artifacts: what a GPU instance traces the model from
+# Triton's python backend runs the executor_model/1/model.py that export writes: one import of this module.
+ENTRY_MODULE = "t4r_app.serve.triton_entry"
 
 
 class NextItemLogits(torch.nn.Module):
@@ -71,7 +82,7 @@ def request_schema() -> Schema:
 
 
 def default_target() -> str:
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if default_device() == "cuda" else "cpu"
 
 
 def gpu_problem() -> str | None:
@@ -80,7 +91,7 @@ def gpu_problem() -> str | None:
     The python backend's stub imports this same environment, so what torch sees here is what
     a GPU instance of the served model will see.
     """
-    if torch.cuda.is_available():
+    if default_device() == "cuda":
         return None
     if torch.version.cuda is None:
         return f"this environment's torch ({torch.__version__}) is a CPU-only build; a GPU server needs a CUDA build of torch"
@@ -135,10 +146,10 @@ def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModu
         return torch.jit.trace(NextItemLogits(model).eval(), example, strict=False, check_trace=False)
 
 
-def build_ensemble(run: LoadedRun, top_k: int, exclude_seen: bool = False) -> Ensemble:
+def build_ensemble(run: LoadedRun, top_k: int, exclude_seen: bool = False, movies: RunMovies | None = None) -> Ensemble:
     max_length = max_sequence_length(run.schema)
-    mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
-    catalogue = ItemCatalogue.from_mapping(mapping, vocabulary_size(run.schema), run_scorable(run))
+    movies = read_run_movies(run) if movies is None else movies
+    catalogue = ItemCatalogue.from_mapping(movies.mapping, vocabulary_size(run.schema), run_scorable(run))
     workflow = serving_workflow(etl_workflow_dir(run))
     predict = PredictTopK(
         traced_model=trace_model(run.model, max_length),
@@ -164,23 +175,27 @@ def export_run(
     if target not in TARGETS:
         raise ExportError(f"unknown target '{target}': use one of {', '.join(TARGETS)}")
     run = load_run(run_dir, device="cpu")
-    vocabulary_movies = len(pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING))
+    movies = read_run_movies(run)
+    vocabulary_movies = len(movies.mapping)
     if not 1 <= top_k <= vocabulary_movies:
         raise ExportError(f"--top-k must be between 1 and the number of movies ({vocabulary_movies}), got {top_k}")
     # Written into a temporary sibling and renamed into place at the end: an export killed at any
     # moment leaves the previous repository (or none) at OUTPUT, never a half-written one.
     with building(output) as partial:
-        _write_repository(run, Path(run_dir), partial, target, top_k, exclude_seen)
+        _write_repository(run, movies, Path(run_dir), partial, target, top_k, exclude_seen)
     return Path(output)
 
 
-def _write_repository(run: LoadedRun, run_dir: Path, output: Path, target: str, top_k: int, exclude_seen: bool | None) -> None:
+def _write_repository(
+    run: LoadedRun, movies: RunMovies, run_dir: Path, output: Path, target: str, top_k: int, exclude_seen: bool | None
+) -> None:
     exclude_seen = run_exclude_seen(run) if exclude_seen is None else exclude_seen
-    executor_config, _ = build_ensemble(run, top_k, exclude_seen).export(
+    executor_config, _ = build_ensemble(run, top_k, exclude_seen, movies).export(
         str(output), runtime=PythonBackendRuntime(), name=ENSEMBLE_NAME
     )
-    # The rule also goes into the model's config, where a client can read it from the server.
+    # The rule and the catalogue also go into the model's config, where a client can read them from the server.
     executor_config.parameters[EXCLUDE_SEEN_PARAMETER].string_value = json.dumps(exclude_seen)
+    executor_config.parameters[MOVIE_TITLES_PARAMETER].string_value = encode_movie_titles(movies.title_of_movie())
     # Explicit for cpu too: merlin writes KIND_AUTO, which Triton turns into GPU instances where it sees a GPU.
     del executor_config.instance_group[:]
     executor_config.instance_group.add(kind=INSTANCE_KINDS[target])
@@ -188,7 +203,7 @@ def _write_repository(run: LoadedRun, run_dir: Path, output: Path, target: str, 
         copy_run_model(Path(run_dir), output / ENSEMBLE_NAME / "1" / "ensemble" / RUN_COPY)
     (output / ENSEMBLE_NAME / "config.pbtxt").write_text(text_format.MessageToString(executor_config))
     # Our executor checks each request before merlin's runs it (see t4r_app/serve/triton_entry.py).
-    (output / ENSEMBLE_NAME / "1" / "model.py").write_text("from t4r_app.serve.triton_entry import TritonPythonModel  # noqa: F401\n")
+    (output / ENSEMBLE_NAME / "1" / "model.py").write_text(f"from {ENTRY_MODULE} import TritonPythonModel  # noqa: F401\n")
     info = {"run_dir": str(Path(run_dir).resolve()), "target": target, "top_k": top_k, "model": ENSEMBLE_NAME,
             "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen}
     (output / EXPORT_INFO).write_text(json.dumps(info, indent=2))

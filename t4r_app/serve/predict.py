@@ -1,8 +1,11 @@
 """Batch prediction: sessions from JSON lines or parquet in, top-k recommendations as JSON lines out.
 
 Input rows are ``{"session_id": ..., "movieIndices": [raw movie ids, oldest first]}``;
-``session_id`` is optional (the line number is used). See ``recommender`` for how unknown
-ids, empty and over-long sessions are handled.
+``session_id`` is optional (the line number is used). See ``protocol`` and ``recommender`` for
+how unknown ids, empty and over-long sessions are handled.
+
+Light at import: answering in this process loads the run (torch, Transformers4Rec) only when
+asked to, so ``predict --server`` without ``--run`` needs neither.
 """
 
 from __future__ import annotations
@@ -11,9 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from t4r_app.errors import PredictInputError
-from t4r_app.serve.recommender import Recommender
-from t4r_app.model.saved_run import load_run
+from t4r_app.errors import PredictInputError, RunError
+from t4r_app.serve.protocol import SessionRecommender
 
 SESSION_ID = "session_id"
 MOVIES = "movieIndices"
@@ -26,6 +28,7 @@ class PredictSummary:
     fallbacks: int
     output: Path
     exclude_seen: bool  # whether the sessions' own movies were left out
+    catalogue_note: str = ""  # what the answers lack (titles, unknown ids) when no catalogue was at hand
 
 
 def _short(value, limit: int = 200) -> str:
@@ -92,17 +95,25 @@ def parse_session_line(line: str, number: int, where: str) -> tuple[object, list
     return row.get(SESSION_ID, number), _movie_list(row[MOVIES], where)
 
 
-def make_recommender(run_dir: str | Path, server: str | None = None, protocol: str | None = None):
-    """The run's model in this process, or a client of the Triton server that serves it."""
+def make_recommender(
+    run_dir: str | Path | None, server: str | None = None, protocol: str | None = None
+) -> SessionRecommender:
+    """A client of the Triton server at ``server`` (titles and known movies from ``run_dir`` when
+    given, else from the server), or without ``server`` the run's model in this process."""
     if server:
         from t4r_app.serve.triton_client import TritonRecommender
 
         return TritonRecommender(server, run_dir, protocol)
+    if run_dir is None:
+        raise RunError("nothing to answer with: give --run RUN_DIR (the model in this process) or --server HOST:PORT")
+    from t4r_app.model.saved_run import load_run
+    from t4r_app.serve.recommender import Recommender
+
     return Recommender(load_run(run_dir))
 
 
 def predict(
-    run_dir: str | Path,
+    run_dir: str | Path | None,
     input_path: str | Path,
     output_path: str | Path,
     top_k: int = 10,
@@ -111,7 +122,7 @@ def predict(
     protocol: str | None = None,
 ) -> PredictSummary:
     """Top-k per session into ``output_path``; ``exclude_seen`` None follows the run's rule
-    (or, with ``server``, the served ensemble's)."""
+    (or, with ``server``, the served ensemble's). ``run_dir`` may be None with ``server``."""
     ids, sessions = read_sessions(input_path)
     recommender = make_recommender(run_dir, server, protocol)
     results = recommender.recommend(sessions, ids, top_k=top_k, exclude_seen=exclude_seen)
@@ -126,4 +137,5 @@ def predict(
         fallbacks=sum(r.fallback is not None for r in results),
         output=output_path,
         exclude_seen=results[0].exclude_seen if results else bool(exclude_seen),
+        catalogue_note=recommender.catalogue_note,
     )

@@ -6,7 +6,8 @@ Triton ensemble (which uses ``TopKScorer`` too):
 * movie ids the model never saw are left out of the session (and listed in ``unknown_movies``
   where the answer has room for it);
 * a session with no known movie (empty, or all unknown) gets the most popular movies, with
-  ``fallback: most_popular`` and popularity shares as scores;
+  ``fallback: most_popular`` and popularity shares as scores (these two rules are
+  ``protocol.split_session`` and ``protocol.fallback_for``, which the Triton client applies too);
 * a session longer than the model's window keeps its most recent ``max_seq_length - 1``
   movies, the position [MASK] takes after them being the last one seen in training.
 
@@ -18,8 +19,7 @@ Scores are the model's softmax probabilities over movies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -28,11 +28,12 @@ import pandas as pd
 from workflow.columns import movie_ids
 from t4r_app.evaluate.metrics import EXCLUDED
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
-from t4r_app.model.saved_run import ITEM_MAPPING, MODEL_DIR, LoadedRun, scorable_rows
-from t4r_app.model.inference import score_batch
+from t4r_app.model.saved_run import LoadedRun
+from t4r_app.model.inference import next_item_scores
 from t4r_app.data.item_sequences import ItemSequences
+from t4r_app.serve.protocol import Recommendation, fallback_for, split_session
+from t4r_app.serve.run_movies import read_run_movies
 
-FALLBACK = "most_popular"
 LogitsFunction = Callable[[np.ndarray], np.ndarray]
 """Scores over every item id for a right-padded (sessions, length) batch of item ids."""
 
@@ -119,45 +120,20 @@ def run_exclude_seen(run: LoadedRun) -> bool:
     return run.info.exclude_seen
 
 
-@dataclass
-class Recommendation:
-    session_id: object
-    movies: list[int]
-    scores: list[float]
-    titles: list[str]
-    unknown_movies: list[int] = field(default_factory=list)
-    fallback: str | None = None
-    exclude_seen: bool = False  # whether the session's own movies were left out
-
-    def to_json(self) -> dict:
-        line = {
-            "session_id": self.session_id,
-            "movieIndices": self.movies,
-            "scores": self.scores,
-            "titles": self.titles,
-            "exclude_seen": self.exclude_seen,
-        }
-        if self.unknown_movies:
-            line["unknown_movies"] = self.unknown_movies
-        if self.fallback:
-            line["fallback"] = self.fallback
-        return line
-
-
 class Recommender:
     """The trained model of a run, answering raw sessions in this process."""
 
+    catalogue_note = ""  # the run has every title and knows every movie: nothing to tell
+
     def __init__(self, run: LoadedRun):
-        vocabulary = vocabulary_size(run.schema)
-        mapping = pd.read_parquet(Path(run.run_dir) / MODEL_DIR / ITEM_MAPPING)
-        self.catalogue = ItemCatalogue.from_mapping(mapping, vocabulary, run_scorable(run))
-        mapping = scorable_rows(mapping, run.features)  # the run's features are loaded already
-        self.item_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["item_id"].tolist()))
-        self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
+        movies = read_run_movies(run)
+        self.catalogue = ItemCatalogue.from_mapping(movies.mapping, vocabulary_size(run.schema), run_scorable(run))
+        self.item_of_movie = movies.item_of_movie()
+        self.title_of_movie = movies.title_of_movie()
         self.exclude_seen = run_exclude_seen(run)
         model = run.model
         self.scorer = TopKScorer(
-            lambda batch: score_batch(model, batch),
+            lambda batch: next_item_scores(model, batch),
             max_sequence_length(run.schema),
             self.catalogue.popularity,
             self.catalogue.scorable,
@@ -165,14 +141,8 @@ class Recommender:
 
     def encode(self, movies: list[int]) -> tuple[list[int], list[int]]:
         """(item ids of the known movies, the unknown movie ids), order kept."""
-        items, unknown = [], []
-        for movie in movies:
-            item = self.item_of_movie.get(movie)
-            if item is None:
-                unknown.append(movie)
-            else:
-                items.append(item)
-        return items, unknown
+        known, unknown = split_session(movies, self.item_of_movie)
+        return [self.item_of_movie[movie] for movie in known], unknown
 
     def recommend(
         self,
@@ -185,7 +155,7 @@ class Recommender:
         exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
         session_ids = session_ids if session_ids is not None else list(range(len(sessions)))
         encoded = [self.encode(movies) for movies in sessions]
-        orders, scores, fallback = self.scorer.top_k([items for items, _ in encoded], top_k, exclude_seen)
+        orders, scores, _ = self.scorer.top_k([items for items, _ in encoded], top_k, exclude_seen)
         return [
             Recommendation(
                 session_id=session_ids[index],
@@ -193,7 +163,7 @@ class Recommender:
                 scores=[float(s) for s in scores[index]],
                 titles=self.catalogue.title_of_item[orders[index]].tolist(),
                 unknown_movies=encoded[index][1],
-                fallback=FALLBACK if fallback[index] else None,
+                fallback=fallback_for(encoded[index][0]),
                 exclude_seen=exclude_seen,
             )
             for index in range(len(sessions))

@@ -1,31 +1,37 @@
 """Asking a running Triton server for recommendations, with the same answers as in-process.
 
 The server returns raw movie ids and scores; titles, unknown ids and the popularity fallback
-are filled in here from the run's movie mapping, so ``predict --server`` and ``recommend
---server`` print exactly what their in-process forms print. Whether seen movies are left
-out is the served ensemble's rule (fixed at export, read from the model's config).
+are filled in here, so ``predict --server`` and ``recommend --server`` print exactly what their
+in-process forms print. The movies and titles come from the run when one is given, else from
+the served model's config (``movie_titles``, written at export). Whether seen movies are left
+out is the served ensemble's rule (fixed at export, read from the same config).
+
+Light on purpose: tritonclient, numpy and the protocol only, so a machine that only asks a
+server needs neither torch nor Merlin; a run, when given, is read only then.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from t4r_app.errors import ServerError
-from t4r_app.serve.export import ENSEMBLE_NAME
-from t4r_app.serve.recommender import FALLBACK, Recommendation
-from t4r_app.model.saved_run import known_movies
-from t4r_app.serve.ensemble_ops import (
-    EXCLUDE_SEEN_PARAMETER,
-    MAX_MOVIES_PER_REQUEST,
-    MAX_SESSIONS_PER_REQUEST,
+from t4r_app.serve.protocol import (
+    ENSEMBLE_NAME,
     MOVIE_IDS,
     NO_MOVIE,
     OFFSETS_INPUT,
     SCORES,
     VALUES_INPUT,
+    Recommendation,
+    decode_exclude_seen,
+    decode_movie_titles,
+    encode_request,
+    fallback_for,
+    request_batches,
+    split_session,
 )
 
 GRPC_DEFAULT_PORT = 8001
@@ -38,33 +44,30 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def request_batches(sessions: list[list[int]]) -> list[tuple[int, int]]:
-    """(start, stop) runs of sessions that each fit in one request (the server's limits)."""
-    batches, start, movies = [], 0, 0
-    for index, session in enumerate(sessions):
-        full = index - start >= MAX_SESSIONS_PER_REQUEST or movies + len(session) > MAX_MOVIES_PER_REQUEST
-        if full and index > start:  # a single session over the movie limit goes alone; the server says why
-            batches.append((start, index))
-            start, movies = index, 0
-        movies += len(session)
-    if len(sessions) > start or not batches:
-        batches.append((start, len(sessions)))
-    return batches
+@dataclass
+class MovieCatalogue:
+    """The movies a session may hold and their titles, as the client knows them."""
+
+    title_of_movie: dict[int, str]  # empty where no titles are at hand
+    known: set[int] | None  # None: cannot tell, every id counts as known
+    note: str = ""  # what the answers lack, for whoever reads them; "" when nothing
 
 
-def encode_request(sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of sessions as merlin's ragged pair: flat values and row offsets."""
-    lengths = [len(session) for session in sessions]
-    values = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions]) if sum(lengths) else np.zeros(0, np.int64)
-    offsets = np.zeros(len(sessions) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    return values, offsets
+def no_catalogue_note(address: str) -> str:
+    return (
+        f"the ensemble at {address} was exported before t4r-app put its movie titles in the model's config: "
+        "answers carry raw movie ids without titles, and unknown movie ids are neither left out nor listed; "
+        "pass --run RUN_DIR (the run it was exported from) or export it again"
+    )
 
 
 class TritonRecommender:
-    """Same ``recommend`` as ``Recommender``, answered by a Triton server."""
+    """Same ``recommend`` as ``Recommender``, answered by a Triton server.
 
-    def __init__(self, address: str, run_dir: str | Path, protocol: str | None = None):
+    ``run_dir`` None: titles and known movies come from the server (read once, at first need).
+    """
+
+    def __init__(self, address: str, run_dir: str | Path | None = None, protocol: str | None = None):
         host, port = parse_address(address)
         self.protocol = protocol or ("grpc" if port == GRPC_DEFAULT_PORT else "http")
         if self.protocol == "grpc":
@@ -74,19 +77,46 @@ class TritonRecommender:
         self.module = client_module
         self.client = client_module.InferenceServerClient(f"{host}:{port}")
         self.address = address
-        mapping = known_movies(run_dir)
-        self.known_movies = set(mapping["movie_index"].tolist())
-        self.title_of_movie = dict(zip(mapping["movie_index"].tolist(), mapping["title"].fillna("").tolist()))
-        self._exclude_seen: bool | None = None
+        self._parameters: dict | None = None
+        self._catalogue = None if run_dir is None else _run_catalogue(run_dir)
 
     def close(self) -> None:
         self.client.close()
+
+    @property
+    def catalogue(self) -> MovieCatalogue:
+        if self._catalogue is None:
+            title_of_movie = decode_movie_titles(self._served_parameters())
+            if title_of_movie is None:
+                self._catalogue = MovieCatalogue({}, None, no_catalogue_note(self.address))
+            else:
+                self._catalogue = MovieCatalogue(title_of_movie, set(title_of_movie))
+        return self._catalogue
+
+    @property
+    def title_of_movie(self) -> dict[int, str]:
+        return self.catalogue.title_of_movie
+
+    @property
+    def catalogue_note(self) -> str:
+        """What the answers lack (titles, unknown ids) and how to get it; "" when nothing."""
+        return self.catalogue.note
 
     def _ask(self, request):
         try:
             return request()
         except Exception as error:  # tritonclient raises its own exception types per protocol
             raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+
+    def _served_parameters(self) -> dict:
+        """The ensemble config's parameters, as JSON (read from the server once)."""
+        if self._parameters is None:
+            if self.protocol == "grpc":
+                config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME, as_json=True))["config"]
+            else:
+                config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME))
+            self._parameters = config.get("parameters", {})
+        return self._parameters
 
     def served_top_k(self) -> int:
         """How many movies the exported ensemble answers per session."""
@@ -99,15 +129,7 @@ class TritonRecommender:
 
     def served_exclude_seen(self) -> bool:
         """Whether the served ensemble leaves a session's own movies out (fixed at export)."""
-        if self._exclude_seen is None:
-            if self.protocol == "grpc":
-                config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME, as_json=True))["config"]
-            else:
-                config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME))
-            # Ensembles exported before the rule existed have no parameter and rank every movie.
-            parameter = config.get("parameters", {}).get(EXCLUDE_SEEN_PARAMETER, {})
-            self._exclude_seen = json.loads(parameter.get("string_value", "false"))
-        return self._exclude_seen
+        return decode_exclude_seen(self._served_parameters())
 
     def infer(self, sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Top-k ids and scores for any number of sessions, in as many requests as the server's limits need."""
@@ -142,9 +164,10 @@ class TritonRecommender:
         movies, scores = self.infer(sessions)
         if top_k > movies.shape[1]:
             raise ServerError(f"the server answers the top {movies.shape[1]}; export again with --top-k {top_k} for more")
+        catalogue = self.catalogue
         results = []
         for index, session in enumerate(sessions):
-            unknown = [movie for movie in session if movie not in self.known_movies]
+            known, unknown = split_session(session, catalogue.known)
             answered = movies[index, :top_k] != NO_MOVIE  # rows end early when seen movies leave fewer than k
             best = movies[index, :top_k][answered].tolist()
             results.append(
@@ -152,10 +175,18 @@ class TritonRecommender:
                     session_id=session_ids[index],
                     movies=best,
                     scores=[float(s) for s in scores[index, :top_k][answered]],
-                    titles=[self.title_of_movie.get(m, "") for m in best],
+                    titles=[catalogue.title_of_movie.get(m, "") for m in best],
                     unknown_movies=unknown,
-                    fallback=FALLBACK if len(unknown) == len(session) else None,
+                    fallback=fallback_for(known),
                     exclude_seen=served,
                 )
             )
         return results
+
+
+def _run_catalogue(run_dir: str | Path) -> MovieCatalogue:
+    """The run's movies: what a server exported from it knows (reading a run loads the model's libraries)."""
+    from t4r_app.serve.run_movies import read_run_movies
+
+    title_of_movie = read_run_movies(run_dir).title_of_movie()
+    return MovieCatalogue(title_of_movie, set(title_of_movie))

@@ -15,7 +15,7 @@ from merlin.systems.triton.models.executor_model import _parse_model_repository
 from merlin.systems.triton.utils import triton_error_handling, triton_multi_request
 
 from t4r_app.serve.export import RUN_COPY, place_on_device
-from t4r_app.serve.ensemble_ops import OFFSETS_INPUT, VALUES_INPUT, request_problem
+from t4r_app.serve.protocol import OFFSETS_INPUT, VALUES_INPUT, request_problem
 
 
 class TritonPythonModel(MerlinExecutorModel):

@@ -10,7 +10,9 @@ LD_LIBRARY_PATH, so both are set for it here.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,13 +29,19 @@ import tritonclient.grpc.model_config_pb2 as model_config
 from google.protobuf import text_format
 
 from t4r_app.errors import ServeError
-from t4r_app.serve.export import ENSEMBLE_NAME, gpu_problem
+from t4r_app.serve.export import EXPORT_INFO, gpu_problem
+from t4r_app.serve.protocol import ENSEMBLE_NAME
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 STUB = "triton_python_backend_stub"
 NO_GPU_IN_TRITON = "has kind KIND_GPU but no GPUs are available"  # tritonserver's words for it
+# The files of a repository that name this project's modules: the python backend imports what
+# model.py names, and merlin unpickles the ensemble's operators from their modules.
+CODE_FILES = ("1/model.py", "1/ensemble/ensemble.pkl")
+# No word boundary before it: in a pickle the byte in front is an opcode or a length, which may be a letter.
+PROJECT_MODULE = re.compile(rb"t4r_app(?:\.\w+)+")
 
 
 @dataclass
@@ -102,6 +110,37 @@ def check_repository(repository: Path) -> None:
         raise ServeError(f"model repository not found: {repository} (create it with `t4r-app export`)")
     if not (repository / ENSEMBLE_NAME / "config.pbtxt").is_file():
         raise ServeError(f"{repository} is not an exported repository: {ENSEMBLE_NAME}/config.pbtxt is missing")
+    missing = missing_modules(repository)
+    if missing:
+        raise ServeError(
+            f"{repository} was exported by an earlier version of t4r-app: it needs {', '.join(missing)}, which this "
+            f"version no longer has. Export it again: t4r-app export --run {exported_from(repository)} --output {repository}"
+        )
+
+
+def exported_from(repository: Path) -> str:
+    """The run directory the repository was exported from, as its export info records it; else RUN_DIR."""
+    try:
+        return str(json.loads((repository / EXPORT_INFO).read_text())["run_dir"])
+    except (OSError, ValueError, KeyError, TypeError):  # no file, not JSON, or not the fields export writes
+        return "RUN_DIR"
+
+
+def missing_modules(repository: Path) -> list[str]:
+    """This project's modules that the repository's code names but this version lacks (sorted)."""
+    named = set()
+    for name in CODE_FILES:
+        path = repository / ENSEMBLE_NAME / name
+        if path.is_file():
+            named.update(match.decode() for match in PROJECT_MODULE.findall(path.read_bytes()))
+    return sorted(module for module in named if not _importable(module))
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is gone
+        return False
 
 
 def wants_gpu(repository: Path) -> bool:

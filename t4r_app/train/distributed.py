@@ -17,6 +17,8 @@ import sys
 
 import torch
 
+from t4r_app.model.device import default_device
+
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
@@ -32,7 +34,8 @@ def is_main_process() -> bool:
 
 
 def backend() -> str:
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    """NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if default_device() == "cuda" else "gloo"
 
 
 def any_rank(flag: bool) -> bool:

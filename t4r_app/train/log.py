@@ -7,7 +7,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from t4r_app.model.architecture import trainer_metric
 from t4r_app.model.saved_run import MONITOR_METRIC
+from t4r_app.plotting import pyplot
 
 LOG_FILE = "training_log.csv"
 CURVES_FILE = "training_curves.png"
@@ -17,7 +19,7 @@ _SOURCES = {
     "learning_rate": "learning_rate",
     "valid_loss": "eval_/loss",
     "valid_ndcg@10": MONITOR_METRIC,
-    "valid_hr@10": "eval_/next-item/recall_at_10",
+    "valid_hr@10": trainer_metric("recall"),
 }
 
 
@@ -44,11 +46,7 @@ def write_log(rows: list[dict], path: Path) -> None:
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, loss_axis = plt.subplots(figsize=(7, 4))
     train = [(r["epoch"], r["train_loss"]) for r in rows if r["train_loss"] != ""]
     valid = [(r["epoch"], r["valid_ndcg@10"]) for r in rows if r["valid_ndcg@10"] != ""]
@@ -107,7 +105,7 @@ class TrainingProgress(TrainerCallback):
             best = max(entry[MONITOR_METRIC] for entry in state.log_history if MONITOR_METRIC in entry)
             self.bar.write(
                 f"epoch {state.epoch:g}: validation NDCG@10 {logs[MONITOR_METRIC]:.4f} "
-                f"HR@10 {logs.get('eval_/next-item/recall_at_10', float('nan')):.4f} (best {best:.4f})"
+                f"HR@10 {logs.get(trainer_metric('recall'), float('nan')):.4f} (best {best:.4f})"
             )
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -1,13 +1,15 @@
-"""Training BERT4Rec (or SASRec) with T4R's Trainer: validation each epoch, early stopping, resumable runs.
+"""Training BERT4Rec (or SASRec) with T4R's Trainer: periodic validation, early stopping, resumable runs.
 
 A run directory holds everything about one training run::
 
     RUN_DIR/config.yaml          the resolved configuration
-    RUN_DIR/run.json             where the data came from, device, versions
+    RUN_DIR/run.json             where the data came from, device, versions, the seen-movie rule
     RUN_DIR/checkpoints/         Trainer checkpoints (model, optimiser, RNG states); --resume
     RUN_DIR/training_log.csv     loss and validation metrics per evaluation
     RUN_DIR/training_curves.png  training loss and validation NDCG@10 per epoch
-    RUN_DIR/model/               the best model (weights + schema), reloadable
+    RUN_DIR/tensorboard/         TensorBoard event files (when tensorboard is installed)
+    RUN_DIR/model/               the best model: weights, schema, item features, movie mapping,
+                                 ETL workflow; reloadable and exportable without the data dir
     RUN_DIR/metrics.json         best epoch, best validation metrics, time, throughput
 """
 
@@ -30,19 +32,20 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers4rec.config.trainer import T4RecTrainingArguments
 
-from t4r_app.train import distributed
 from t4r_app.atomic import leftovers
 from t4r_app.config import AppConfig, save_config
+from t4r_app.data.item_sequences import ItemSequences, read_split, resolve_exclude_seen
+from t4r_app.data.preprocess_stats import check_complete
 from t4r_app.errors import PreprocessError, TrainingError
-from t4r_app.model.item_features import build_item_features, features_for_saving, withheld_movies
 from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
-from t4r_app.data.preprocess import check_complete
+from t4r_app.model.device import default_device
+from t4r_app.model.item_features import build_item_features, features_for_saving, withheld_movies
 from t4r_app.model.saved_run import (
     CHECKPOINTS, CONFIG, MODEL_DIR, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info,
 )
-from t4r_app.data.item_sequences import ItemSequences, read_split, resolve_exclude_seen
-from t4r_app.train.windows import WindowDataset, WindowLoader, cut_windows, training_histories
+from t4r_app.train import distributed
 from t4r_app.train.log import TrainingLog, TrainingProgress
+from t4r_app.train.windows import WindowDataset, WindowLoader, cut_windows, training_histories
 
 
 @dataclass
@@ -107,10 +110,6 @@ def _cpu_with_index(storage, location: str):
 # run; without CUDA accelerate makes that "cpu:0", a location torch's own loader refuses. This
 # loader handles only such locations and leaves every other to torch.
 torch.serialization.register_package(100, lambda storage: None, _cpu_with_index)
-
-
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_complete(data_dir: Path) -> None:
@@ -197,7 +196,7 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> str | None:
 
 
 def training_arguments(
-    config: AppConfig, run_dir: Path, max_length: int, vocabulary: int, steps_per_epoch: int, progress: bool
+    config: AppConfig, run_dir: Path, max_length: int, vocabulary: int, steps_per_epoch: int
 ) -> T4RecTrainingArguments:
     train = config.train
     eval_steps = steps_per_epoch * train.eval_every_epochs
@@ -235,7 +234,7 @@ def training_arguments(
         dataloader_drop_last=False,
         # Without CUDA, accelerate sets up a multi-process run only when told the CPU is the
         # device; the backend is named so that an MPI-enabled torch does not pick MPI instead.
-        no_cuda=not torch.cuda.is_available(),
+        no_cuda=default_device() == "cpu",
         ddp_backend=distributed.backend() if distributed.world_size() > 1 else None,
     )
 
@@ -248,7 +247,7 @@ def train(
     progress: bool = True,
     callbacks: list[TrainerCallback] | None = None,
 ) -> TrainResult:
-    """Train BERT4Rec on ``data_dir`` (preprocess output) into ``run_dir``; see the module doc."""
+    """Train the configured model on ``data_dir`` (preprocess output) into ``run_dir``; see the module doc."""
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir)
     _check_data(data_dir)
     last_checkpoint = _prepare_run_dir(run_dir, resume)
@@ -260,7 +259,7 @@ def train(
             run_dir,
             RunInfo(
                 str(data_dir),
-                _device(),
+                default_device(),
                 torch.__version__,
                 transformers4rec.__version__,
                 transformers.__version__,
@@ -287,7 +286,7 @@ def train(
     model = build_model(schema, config.model, config.evaluate.top_ks, features)
     trainer = tr.Trainer(
         model=model,
-        args=training_arguments(config, run_dir, max_length, vocabulary_size(schema), steps_per_epoch, progress),
+        args=training_arguments(config, run_dir, max_length, vocabulary_size(schema), steps_per_epoch),
         schema=schema,
         train_dataloader=train_loader,
         eval_dataloader=validation,
@@ -324,7 +323,7 @@ def training_loader(config: AppConfig, histories: ItemSequences, max_length: int
 
 
 def validation_loader(config: AppConfig, data_dir: Path) -> WindowLoader:
-    """The whole validation split in order, on every rank (see train_data's module doc)."""
+    """The whole validation split in order, on every rank (see train.windows' module doc)."""
     return WindowLoader(WindowDataset(read_split(data_dir, "valid").items), config.train.eval_batch_size, config.seed, shuffle=False)
 
 
@@ -347,5 +346,5 @@ def _summarise(
         stopped_early=state.global_step < state.max_steps,
         train_seconds=round(seconds, 2),
         sequences_per_second=round(trained_sequences / seconds, 1) if seconds else 0.0,
-        device=_device(),
+        device=default_device(),
     )

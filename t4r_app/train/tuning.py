@@ -14,6 +14,8 @@ from pathlib import Path
 
 from t4r_app.config import AppConfig, save_config
 from t4r_app.errors import TrainingError
+from t4r_app.model.saved_run import CHECKPOINTS
+from t4r_app.plotting import pyplot
 from t4r_app.train.trainer import last_complete_checkpoint, train
 
 CSV_FILE = "tune.csv"
@@ -45,24 +47,29 @@ def tune(config: AppConfig, data_dir: str | Path, output: str | Path, progress: 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     trials: list[Trial] = []
-    for index, (probability, share) in enumerate(grid(config), start=1):
-        trial_config = copy.deepcopy(config)
-        trial_config.model.mask_probability = probability
-        trial_config.model.last_item_mask_share = share
+    settings = grid(config)
+    for index, (probability, share) in enumerate(settings, start=1):
         run_dir = output / "trials" / f"mask{probability:g}_last{share:g}"
-        print(f"tune: trial {index}/{len(grid(config))}: mask_probability={probability:g} last_item_mask_share={share:g}")
-        result = train(trial_config, data_dir, run_dir, resume=last_complete_checkpoint(run_dir / "checkpoints") is not None, progress=progress)
+        print(f"tune: trial {index}/{len(settings)}: mask_probability={probability:g} last_item_mask_share={share:g}")
+        resume = last_complete_checkpoint(run_dir / CHECKPOINTS) is not None
+        result = train(_with_masking(config, probability, share), data_dir, run_dir, resume=resume, progress=progress)
         trials.append(
             Trial(probability, share, round(result.best_valid_ndcg, 6), result.best_epoch, result.train_seconds, str(run_dir))
         )
         _write_csv(trials, output / CSV_FILE)
     best = max(trials, key=lambda trial: trial.valid_ndcg_at_10)
-    best_config = copy.deepcopy(config)
-    best_config.model.mask_probability = best.mask_probability
-    best_config.model.last_item_mask_share = best.last_item_mask_share
+    best_config = _with_masking(config, best.mask_probability, best.last_item_mask_share)
     save_config(best_config, output / BEST_CONFIG)
     _plot(trials, output / PLOT_FILE)
     return trials, best_config
+
+
+def _with_masking(config: AppConfig, mask_probability: float, last_item_mask_share: float) -> AppConfig:
+    """A copy of ``config`` with these masking settings."""
+    changed = copy.deepcopy(config)
+    changed.model.mask_probability = mask_probability
+    changed.model.last_item_mask_share = last_item_mask_share
+    return changed
 
 
 def _write_csv(trials: list[Trial], path: Path) -> None:
@@ -73,11 +80,7 @@ def _write_csv(trials: list[Trial], path: Path) -> None:
 
 
 def _plot(trials: list[Trial], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.8))
     for share in sorted({t.last_item_mask_share for t in trials}):
         points = sorted((t.mask_probability, t.valid_ndcg_at_10) for t in trials if t.last_item_mask_share == share)

@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from t4r_app.data.preprocess import read_parquet_columns
+from t4r_app.data.parquet_parts import read_parquet_columns
 from t4r_app.data.item_sequences import ItemSequences, list_sequences, preprocess_settings
-from workflow.list_columns import count_per_row, gather_slices
-from workflow.columns import ITEM_LIST, TIME_LIST
-from workflow.columns import PADDING_ID
+from workflow.columns import ITEM_LIST, PADDING_ID, TIME_LIST
+from workflow.list_columns import count_per_row, gather_slices, offsets_of
 from workflow.splits import MIN_EXAMPLE_LENGTH, SplitRule, example_bounds
 
 
@@ -141,15 +140,15 @@ def training_histories(data_dir: str | Path, withheld: np.ndarray | None = None)
     data_dir = Path(data_dir)
     # The length filter and cut-offs preprocess used, so the histories match its splits' rows.
     stats, min_sequence_length = preprocess_settings(data_dir)
-    split = stats["split"]
+    split = stats.split
     table = read_parquet_columns(data_dir / "sequences", [ITEM_LIST, TIME_LIST])
     items, times = list_sequences(table[ITEM_LIST]), list_sequences(table[TIME_LIST])
-    rule = SplitRule(split["protocol"], np.iinfo(np.int64).max, split["valid_cutoff"], split["test_cutoff"])
+    rule = SplitRule(split.protocol, np.iinfo(np.int64).max, split.valid_cutoff, split.test_cutoff)
     keep, start, stop = example_bounds(rule, "train", times.values, times.offsets)
     keep &= items.lengths >= min_sequence_length
     rows = np.flatnonzero(keep)
     values, offsets = gather_slices(items.values, items.offsets[:-1][rows], start[rows], stop[rows])
     if withheld is not None and len(withheld):
         keep = ~np.isin(values, withheld)
-        values, offsets = values[keep], np.concatenate([[0], np.cumsum(count_per_row(keep, offsets))])
+        values, offsets = values[keep], offsets_of(count_per_row(keep, offsets))
     return ItemSequences(values, offsets)
