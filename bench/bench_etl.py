@@ -22,7 +22,10 @@ from pathlib import Path
 
 import psutil
 
-from tests.dask_processes import dask_processes  # shared with tests/test_distributed.py: run as `python -m bench.bench_etl`
+from bench.common import write_report
+from tests.dask_processes import (
+    dask_processes,  # shared with tests/test_distributed.py: run as `python -m bench.bench_etl`
+)
 
 MEAN_INTERACTIONS_PER_USER = 40
 MOVIES = 20_000
@@ -133,10 +136,7 @@ def main() -> None:
         small, large = results[str(args.sizes[0])], results[str(args.sizes[-1])]
         report["time_ratio_largest_over_smallest"] = round(large["preprocess_wall_s"] / small["preprocess_wall_s"], 2)
         report["size_ratio"] = args.sizes[-1] / args.sizes[0]
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2))
-    print(f"wrote {output}")
+    write_report(report, args.output)
 
 
 if __name__ == "__main__":

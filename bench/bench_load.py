@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_serve import TOP_K, prepare  # run as `python -m bench.bench_load` from the repository root
+from bench.common import run_concurrently, write_report
 from t4r_app.serve.export import export_run
 from t4r_app.serve.protocol import (
     ENSEMBLE_NAME,
@@ -138,11 +139,7 @@ def drive(server: TritonServer, sessions, concurrency: int, seconds: float, malf
             with lock:
                 records.extend(mine)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(worker, concurrency)
     return records
 
 
@@ -275,11 +272,9 @@ def main() -> None:
         and metrics["failure_reconciles"]
         and report["rss_within_bound"]
     )
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
     print(json.dumps({k: report[k] for k in ("concurrency", "seconds", "overall", "server_rss_mb", "passed")}), flush=True)
     print("metrics:", json.dumps(metrics), flush=True)
-    print(f"wrote {args.output}")
+    write_report(report, args.output)
     gc.collect()  # closed HTTP clients in reference cycles: collect them now, not while the interpreter exits
     if not report["passed"]:
         sys.exit(1)

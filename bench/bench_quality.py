@@ -36,6 +36,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench.common import write_report
 from t4r_app.evaluate.results import EvaluationResults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,10 +279,8 @@ def main() -> None:
             report.setdefault("title_encoding", previous["title_encoding"])
         order = list(dataset_variants)
         report["variants"] = sorted(kept + rows, key=lambda row: order.index(row["variant"]) if row["variant"] in order else len(order))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2))
     print(markdown(report))
-    print(f"wrote {output}")
+    write_report(report, output)
 
 
 if __name__ == "__main__":

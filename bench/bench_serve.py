@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.common import run_concurrently, write_report
 from t4r_app.config import load_config
 from t4r_app.data.item_sequences import read_split
 from t4r_app.data.synthetic import GenerationSpec
@@ -86,11 +87,7 @@ def load_test(address: str, run_dir: Path, sessions: list[list[int]], concurrenc
                 latencies.extend(mine)
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_concurrently(worker, concurrency)
     return {"concurrency": concurrency, **summarise(latencies, failures[0], time.perf_counter() - started)}
 
 
@@ -131,9 +128,7 @@ def main() -> None:
             print("triton:", json.dumps(report["triton"][-1]), flush=True)
     single = report["triton"][0]
     report["p50_ratio_triton_over_in_process"] = round(single["p50_ms"] / report["in_process"]["p50_ms"], 2)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.output}")
+    write_report(report, args.output)
 
 
 if __name__ == "__main__":

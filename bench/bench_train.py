@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from bench.common import write_report
 from t4r_app.config import load_config
 from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 from t4r_app.evaluate.protocol import evaluate_run
@@ -82,8 +83,8 @@ def loader_comparison(data_dir: Path, max_length: int, steps: int = 12) -> dict:
 
     from t4r_app.model.architecture import build_model, item_schema
     from t4r_app.model.saved_run import load_schema
-    from t4r_app.train.windows import training_histories
     from t4r_app.train.trainer import training_loader
+    from t4r_app.train.windows import training_histories
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
     schema = item_schema(load_schema(data_dir / "train"))
@@ -123,8 +124,8 @@ def profile_step(data_dir: Path, max_length: int, steps: int = 4, top: int = 10)
 
     from t4r_app.model.architecture import build_model, item_schema
     from t4r_app.model.saved_run import load_schema
-    from t4r_app.train.windows import training_histories
     from t4r_app.train.trainer import training_loader
+    from t4r_app.train.windows import training_histories
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
     schema = item_schema(load_schema(data_dir / "train"))
@@ -215,9 +216,7 @@ def main() -> None:
     if not args.skip_early_stop:
         report["early_stopping"] = time_to_early_stop(data_dirs[50], work / "early-stop", args.max_epochs)
         print(json.dumps(report["early_stopping"]), flush=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.output}")
+    write_report(report, args.output)
 
 
 if __name__ == "__main__":

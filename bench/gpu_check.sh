@@ -6,8 +6,8 @@
 #   2. parity: the served gpu repository's answers for the test sessions against in-process
 #      `Recommender` answers, whether Triton put the model on a GPU instance, and one-session
 #      latency through the GPU server;
-#   3. bench/bench_train.py --skip-early-stop: training throughput at windows 50 and 200;
-#   4. bench/bench_serve.py --seconds 10 (it exports the cpu target: its model step runs on the CPU).
+#   3. python -m bench.bench_train --skip-early-stop: training throughput at windows 50 and 200;
+#   4. python -m bench.bench_serve --seconds 10 (it exports the cpu target: its model step runs on the CPU).
 # Every step runs under `timeout`, and all of them under one budget (BUDGET_S, 450 s), so the
 # whole check ends within 8 minutes; a step left without time is recorded as skipped.
 # Writes bench/results/gpu_check.json (OUTPUT=...) with each step's status and seconds and the
@@ -187,8 +187,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, "bench")
-from bench_serve import load_test
+from bench.bench_serve import load_test  # the repository root is the working directory
 from t4r_app.serve.recommender import Recommender
 from t4r_app.model.saved_run import load_run
 from t4r_app.data.item_sequences import read_split
@@ -267,8 +266,8 @@ if ! demo_steps; then
 fi
 
 # ------------------------------------------------------------------ the benchmarks
-step bench_train 180 "$PYTHON" bench/bench_train.py --work "$WORK/bench_train" --output "$WORK/bench_train.json" --skip-early-stop
-step bench_serve 120 "$PYTHON" bench/bench_serve.py --work "$WORK/bench_serve" --output "$WORK/bench_serve.json" --seconds 10
+step bench_train 180 "$PYTHON" -m bench.bench_train --work "$WORK/bench_train" --output "$WORK/bench_train.json" --skip-early-stop
+step bench_serve 120 "$PYTHON" -m bench.bench_serve --work "$WORK/bench_serve" --output "$WORK/bench_serve.json" --seconds 10
 
 cut -f2 "$STEPS" | grep -qvx ok && exit 1
 exit 0

@@ -7,7 +7,6 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-
 from typing import Any, Callable
 
 from t4r_app.arguments import (
@@ -155,7 +154,14 @@ def _cmd_evaluate(args: EvaluateArgs) -> int:
 
 
 def _print_evaluation(results, run_dir: Path) -> None:
-    from t4r_app.evaluate.report import REPORT_FILE, SPLIT_TITLES, comparison_table, report_table, slices_table, verdict_lines
+    from t4r_app.evaluate.report import (
+        REPORT_FILE,
+        SPLIT_TITLES,
+        comparison_table,
+        report_table,
+        slices_table,
+        verdict_lines,
+    )
     from t4r_app.evaluate.results import EVAL_FILE
 
     for split, title in SPLIT_TITLES.items():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
 from t4r_app.errors import ConfigError
 
 

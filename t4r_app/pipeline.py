@@ -8,8 +8,8 @@ that they all run the same steps in the same order with the same arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from transformers import TrainerCallback
 

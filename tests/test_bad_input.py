@@ -7,10 +7,10 @@ import struct
 import zipfile
 
 import pytest
+from conftest import decoded, run, session, write_shard, write_titles
 from tfrecord import example_pb2
 from tfrecord.writer import TFRecordWriter
 
-from conftest import decoded, run, session, write_shard, write_titles
 from t4r_app.errors import BadRecordError, InputError
 
 GOOD = [session(1, [1, 2, 3, 4, 5], [10, 20, 30, 40, 50]), session(2, [5, 4, 3, 2, 1], [1, 2, 3, 4, 5])]

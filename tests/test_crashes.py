@@ -23,10 +23,11 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from conftest import TINY_MODEL, read_split, run, tiny_config
-from t4r_app.errors import PreprocessError, RunError, TrainingError
-from t4r_app.serve.export import EXPORT_INFO, export_run, load_exported
-from t4r_app.model.saved_run import MODEL_DIR, load_run
+
 from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+from t4r_app.errors import PreprocessError, RunError, TrainingError
+from t4r_app.model.saved_run import MODEL_DIR, load_run
+from t4r_app.serve.export import EXPORT_INFO, export_run, load_exported
 from t4r_app.train.trainer import CHECKPOINT_COMPLETE, train
 
 pytestmark = pytest.mark.slow  # subprocesses killed mid-stage, dask clusters

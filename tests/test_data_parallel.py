@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import TINY_MODEL, tiny_config
-from t4r_app.model.saved_run import load_run
-from t4r_app.train.windows import EpochShuffle, training_histories
+
 from t4r_app.model.architecture import max_sequence_length, trainer_metric, vocabulary_size
+from t4r_app.model.saved_run import load_run
 from t4r_app.train.trainer import train, training_arguments, training_loader, validation_loader
+from t4r_app.train.windows import EpochShuffle, training_histories
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 4

@@ -10,11 +10,11 @@ import json
 import numpy as np
 import pytest
 
+from t4r_app.data.item_sequences import read_split
 from t4r_app.evaluate.baselines import MostPopular, item_counts
 from t4r_app.evaluate.protocol import EvalSet, evaluate_run, evaluate_scorer, make_eval_set, model_scorer
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.model.saved_run import load_run
-from t4r_app.data.item_sequences import read_split
 
 pytestmark = pytest.mark.slow  # demo_run trains the demo configuration: minutes
 

@@ -12,6 +12,7 @@ import hashlib
 import pytest
 from conftest import read_split, run
 from dask_processes import dask_processes
+
 from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 
 pytestmark = pytest.mark.slow  # dask clusters: a LocalCluster and `dask scheduler` / `dask worker` processes

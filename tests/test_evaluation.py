@@ -9,10 +9,13 @@ import json
 import numpy as np
 import pytest
 import transformers4rec.torch as tr
+from conftest import decoded, movie_of_item, run
+from conftest import read_split as read_frame
 
-from conftest import decoded, movie_of_item, read_split as read_frame, run
 from t4r_app.cli import _print_validation_verdicts, main
 from t4r_app.config import load_config
+from t4r_app.data.item_sequences import ItemSequences, read_split
+from t4r_app.evaluate.metrics import RankingMetrics, ranking_metrics, target_ranks
 from t4r_app.evaluate.protocol import (
     EvalSet,
     compare_ranks,
@@ -23,14 +26,12 @@ from t4r_app.evaluate.protocol import (
     sample_negatives,
     scorer_ranks,
 )
-from t4r_app.evaluate.metrics import RankingMetrics, ranking_metrics, target_ranks
-from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.evaluate.report import baseline_verdicts, verdict_lines
 from t4r_app.evaluate.results import EvaluationResults, ScorerResults, SplitResults
+from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.model.saved_run import MONITOR_METRIC, load_run
-from t4r_app.data.item_sequences import ItemSequences, read_split
-from t4r_app.train.windows import training_histories
 from t4r_app.train.trainer import training_arguments
+from t4r_app.train.windows import training_histories
 
 
 @pytest.fixture(scope="module")

@@ -24,18 +24,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_codec import _reference
 from tfrecord import example_pb2
 
-from test_codec import _reference
 from t4r_app.config import AppConfig, leaf_paths, load_config
-from t4r_app.errors import ConfigError
-from t4r_app.errors import PredictInputError
 from t4r_app.data.example_codec import OK, STATUS_REASONS, decode_examples, encode_examples
-from t4r_app.serve.predict import parse_session_line, read_sessions
 from t4r_app.data.records import SessionRecordReader
-from t4r_app.errors import BadRecordError
 from t4r_app.data.sources import SessionSource, Shard, parse_titles
-from t4r_app.errors import InputError
 from t4r_app.data.tfrecord_framing import (
     CORRUPT_HEADER,
     MAX_RECORD_BYTES,
@@ -45,6 +40,8 @@ from t4r_app.data.tfrecord_framing import (
     read_framed_records,
     write_framed_record,
 )
+from t4r_app.errors import BadRecordError, ConfigError, InputError, PredictInputError
+from t4r_app.serve.predict import parse_session_line, read_sessions
 
 FUZZ_DIR = Path(__file__).parent / "fuzz"
 sys.path.insert(0, str(FUZZ_DIR))

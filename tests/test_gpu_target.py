@@ -18,14 +18,14 @@ from google.protobuf import text_format
 from merlin.dag import postorder_iter_nodes
 
 from t4r_app.cli import main
+from t4r_app.data.item_sequences import read_split
 from t4r_app.errors import ServeError
+from t4r_app.model.architecture import max_sequence_length
+from t4r_app.model.saved_run import load_run
+from t4r_app.serve.ensemble_ops import MODEL_FILE, PredictTopK
 from t4r_app.serve.export import EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
 from t4r_app.serve.protocol import ENSEMBLE_NAME
-from t4r_app.model.architecture import max_sequence_length
 from t4r_app.serve.recommender import Recommender
-from t4r_app.model.saved_run import load_run
-from t4r_app.data.item_sequences import read_split
-from t4r_app.serve.ensemble_ops import MODEL_FILE, PredictTopK
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import NO_GPU_IN_TRITON, TritonServer, find_tritonserver, free_port
 

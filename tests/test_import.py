@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run
-from t4r_app.data import public_data
+
 from t4r_app.cli import main
-from t4r_app.errors import DataImportError
+from t4r_app.data import public_data
 from t4r_app.data.importers import FORMATS, cut_sessions, format_summary, import_log
 from t4r_app.data.interactions import titled_movie_ids
 from t4r_app.data.records import SessionRecordReader
 from t4r_app.data.sources import resolve_source
+from t4r_app.errors import DataImportError
 
 # user 1 watches 10, 11 and 13 within an hour (11 and 13 at the same second, 11 first in the
 # file), then 12 hours later; user 2 watches 10 and 14 at the same second.

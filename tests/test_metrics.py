@@ -7,9 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from t4r_app.evaluate.baselines import Markov, MostPopular
-from t4r_app.evaluate.metrics import RankingMetrics, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
 from t4r_app.data.item_sequences import ItemSequences
+from t4r_app.evaluate.baselines import Markov, MostPopular
+from t4r_app.evaluate.metrics import (
+    RankingMetrics,
+    ndcg_per_row,
+    paired_bootstrap,
+    ranking_metrics,
+    sampled_ranks,
+    target_ranks,
+)
 
 
 def test_ranks_are_one_based_and_ties_count_against_the_target():

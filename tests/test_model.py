@@ -7,8 +7,8 @@ import torch
 from transformers.activations import GELUActivation
 
 from t4r_app.config import ModelConfig
-from t4r_app.model.masking import Bert4RecMasking
 from t4r_app.model.architecture import build_model, item_schema, max_sequence_length, vocabulary_size
+from t4r_app.model.masking import Bert4RecMasking
 from t4r_app.model.saved_run import load_schema
 
 

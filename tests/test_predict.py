@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 
 from t4r_app.cli import main
+from t4r_app.data.item_sequences import ItemSequences, read_split
 from t4r_app.errors import PredictInputError
 from t4r_app.evaluate.protocol import model_scorer
-from workflow.columns import movie_ids
 from t4r_app.model.architecture import max_sequence_length
-from t4r_app.serve.predict import predict
-from t4r_app.serve.recommender import Recommender, TopKScorer
 from t4r_app.model.saved_run import load_run
-from t4r_app.data.item_sequences import ItemSequences, read_split
+from t4r_app.serve.predict import predict
+from t4r_app.serve.recommender import Recommender, TopKRanker
+from workflow.columns import movie_ids
 
 
 def with_seen_rule(run_dir: Path, destination: Path, exclude_seen: bool) -> Path:
@@ -142,7 +142,7 @@ def test_the_runs_seen_movie_rule_is_the_default_and_the_flags_override_it(tiny_
 
 def test_leaving_seen_movies_out_never_pads_with_them():
     popularity = np.array([0, 0, 0, 0.4, 0.3, 0.2, 0.1, 0])  # ids 3..6 are movies, 7 is [MASK]
-    scorer = TopKScorer(lambda batch: np.zeros((len(batch), 8)), max_length=4, popularity=popularity)
+    scorer = TopKRanker(lambda batch: np.zeros((len(batch), 8)), max_length=4, popularity=popularity)
     orders, scores, fallback = scorer.top_k([[], [3, 4, 5], [3, 4, 5, 6]], top_k=3, exclude_seen=True)
     assert [o.tolist() for o in orders] == [[3, 4, 5], [6], []]  # fewer left than asked: a shorter answer
     assert fallback.tolist() == [True, False, False] and len(scores[1]) == 1

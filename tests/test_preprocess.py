@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import nvtabular as nvt
 import pandas as pd
 import pytest
+from conftest import decoded, read_split, run, session, write_shard, write_titles
 from merlin.schema import Tags
 
-from conftest import decoded, read_split, run, session, write_shard, write_titles
+import nvtabular as nvt
 from t4r_app.config import load_config
+from t4r_app.data.item_sequences import ItemSequences, measured_repeats, repeat_stats, resolve_exclude_seen
 from t4r_app.data.preprocess import format_summary
 from t4r_app.data.preprocess_stats import (
     ItemIds,
@@ -22,7 +23,6 @@ from t4r_app.data.preprocess_stats import (
     SplitStats,
     load_preprocess_stats,
 )
-from t4r_app.data.item_sequences import ItemSequences, measured_repeats, repeat_stats, resolve_exclude_seen
 
 USER_7 = [10, 14, 11, 12, 13, 15]
 USER_3 = [30, 31, 32, 33, 34, 35]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_predict import with_seen_rule
 
 from t4r_app.cli import main
-from test_predict import with_seen_rule
-from t4r_app.serve.recommender import Recommender
+from t4r_app.errors import RunError, SessionError, TitleError
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.predict import make_recommender
 from t4r_app.serve.protocol import recommend_one
+from t4r_app.serve.recommender import Recommender
 from t4r_app.serve.titles import find_movie
-from t4r_app.errors import RunError, SessionError, TitleError
 
 TITLES = {1: "Alien (1979)", 2: "Aliens (1986)", 3: "Heat (1995)", 4: "heat (1972)", 5: "Casablanca (1942)"}
 

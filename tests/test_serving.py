@@ -21,14 +21,16 @@ import torch
 import tritonclient.grpc.model_config_pb2 as model_config
 import tritonclient.http as httpclient
 from google.protobuf import text_format
+from test_client_imports import heavy_modules_after
+from test_predict import with_seen_rule
 
 from t4r_app.cli import main
+from t4r_app.data.item_sequences import read_split
 from t4r_app.errors import ServeError, ServerError, TitleError
-from t4r_app.serve.export import export_run, load_exported, trace_model
 from t4r_app.model.architecture import max_sequence_length
-from t4r_app.serve.recommender import Recommender
-from t4r_app.model.saved_run import load_run
 from t4r_app.model.inference import next_item_scores
+from t4r_app.model.saved_run import load_run
+from t4r_app.serve.export import export_run, load_exported, trace_model
 from t4r_app.serve.protocol import (
     ENSEMBLE_NAME,
     MAX_MOVIES_PER_REQUEST,
@@ -37,11 +39,9 @@ from t4r_app.serve.protocol import (
     encode_request,
     recommend_one,
 )
-from t4r_app.data.item_sequences import read_split
+from t4r_app.serve.recommender import Recommender
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import TritonServer, check_repository, find_tritonserver, free_port
-from test_client_imports import heavy_modules_after
-from test_predict import with_seen_rule
 
 pytestmark = pytest.mark.slow  # tritonserver, and a model exported for it
 
@@ -464,6 +464,7 @@ def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessio
     Served from a repository without the catalogue (as exported before it existed), which a
     client given only the server's address answers with raw ids and a note that says so."""
     from conftest import tiny_config
+
     from t4r_app.train.trainer import train
 
     run_dir = tmp_path / "sasrec"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from conftest import read_split, run
+
 from t4r_app.data.synthetic import GenerationSpec, generate_dataset, movie_title
 
 

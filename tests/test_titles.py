@@ -7,26 +7,26 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run, tiny_config
-from t4r_app.evaluate.baselines import TitlePopularity
+from themed_titles import COOKING_MOVIES, NEW_COOKING, NEW_SPACE, SPACE_MOVIES, write_themed_dataset
+
 from t4r_app.cli import main
 from t4r_app.config import load_config
-from t4r_app.errors import ConfigError, RunError
-from t4r_app.evaluate.protocol import evaluate_run, target_slices
-from t4r_app.serve.export import export_run, load_exported, trace_model
-from t4r_app.model.item_features import withheld_movies
-from t4r_app.model.architecture import build_model, item_schema, vocabulary_size
-from t4r_app.serve.recommender import Recommender
-from t4r_app.model.saved_run import load_run, load_schema
 from t4r_app.data.item_sequences import ItemSequences
-from t4r_app.model.title_embedding import T4R_EMBEDDING_STD
 from t4r_app.data.title_vectors import CACHE_FILE, TitleVectors, is_placeholder, load_title_vectors
-from t4r_app.train.windows import training_histories
-from t4r_app.train.trainer import train
+from t4r_app.errors import ConfigError, RunError
+from t4r_app.evaluate.baselines import TitlePopularity
+from t4r_app.evaluate.protocol import evaluate_run, target_slices
+from t4r_app.model.architecture import build_model, item_schema, vocabulary_size
+from t4r_app.model.item_features import withheld_movies
+from t4r_app.model.saved_run import load_run, load_schema
+from t4r_app.model.title_embedding import T4R_EMBEDDING_STD
+from t4r_app.serve.export import export_run, load_exported, trace_model
+from t4r_app.serve.recommender import Recommender
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import TritonServer, free_port
-from themed_titles import COOKING_MOVIES, NEW_COOKING, NEW_SPACE, SPACE_MOVIES, write_themed_dataset
+from t4r_app.train.trainer import train
+from t4r_app.train.windows import training_histories
 
 WINDOW = 12
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import TrainerCallback
 
-from conftest import tiny_config
 from t4r_app.errors import TrainingError
 from t4r_app.model.saved_run import MODEL_DIR, WEIGHTS, load_run
 from t4r_app.train.trainer import train

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from t4r_app.config import ModelConfig
-from t4r_app.model.head import seen_items
-from t4r_app.model.architecture import build_model, item_schema
-from t4r_app.model.saved_run import load_schema
-from t4r_app.model.inference import next_item_scores
 from t4r_app.data.item_sequences import ItemSequences, read_split
+from t4r_app.model.architecture import build_model, item_schema
+from t4r_app.model.head import seen_items
+from t4r_app.model.inference import next_item_scores
+from t4r_app.model.saved_run import load_schema
 from t4r_app.train.windows import WindowDataset, WindowLoader, training_histories, window_bounds
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 from conftest import TINY_MODEL
+
 from t4r_app.cli import main
 from t4r_app.config import load_config
 

@@ -22,6 +22,10 @@ TIME_LIST = "timestamp-list"
 # reserves the id after the last movie for [MASK].
 PADDING_ID, NULL_ID, OOV_ID, FIRST_MOVIE_ID = 0, 1, 2, 3
 
+# The score of an item that must not be ranked (a reserved id, or a movie left out): evaluation
+# and serving both mask with it, so neither can rank such an item above a real one.
+EXCLUDED = -np.inf
+
 
 def movie_ids(vocabulary: int) -> np.ndarray:
     """Ids that are real movies: after padding/null/OOV and before the reserved [MASK] id."""

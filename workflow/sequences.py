@@ -8,8 +8,8 @@ from merlin.schema import Schema
 
 import nvtabular as nvt
 from nvtabular import ops
-from workflow.ops import DropConsecutiveDuplicates, SplitExamples
 from workflow.columns import EVENT_ORDER, ITEM_LIST, RAW_MOVIE, SESSION, TIME_LIST, TIMESTAMP, USER
+from workflow.ops import DropConsecutiveDuplicates, SplitExamples
 from workflow.splits import SplitRule
 
 

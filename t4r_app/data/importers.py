@@ -44,9 +44,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
-from t4r_app.errors import DataImportError
 from t4r_app.data.seed_layout import ZIP_NAME, ShardWriter, titles_path, write_titles, write_zip
 from t4r_app.data.sources import IMPORT_INCOMPLETE
+from t4r_app.errors import DataImportError
 from workflow.list_columns import offsets_of
 
 STATS_FILE = "import_stats.json"

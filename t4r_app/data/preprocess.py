@@ -28,14 +28,13 @@ from typing import Iterator
 
 import dask
 import numpy as np
-import nvtabular as nvt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+import nvtabular as nvt
 from t4r_app.config import AppConfig, DaskConfig, save_config
-from t4r_app.errors import PreprocessError
 from t4r_app.data.interactions import write_interactions
 from t4r_app.data.item_sequences import list_sequences, repeat_stats
 from t4r_app.data.parquet_parts import read_parquet_columns
@@ -52,6 +51,7 @@ from t4r_app.data.preprocess_stats import (
 )
 from t4r_app.data.records import ReadStats
 from t4r_app.data.sources import resolve_source
+from t4r_app.errors import PreprocessError
 from workflow.columns import FIRST_MOVIE_ID, ITEM_LIST, RAW_MOVIE, TIMESTAMP, USER
 from workflow.sequences import build_sequence_workflow, build_split_workflow, sequence_key
 from workflow.splits import ROLES, SplitRule

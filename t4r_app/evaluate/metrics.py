@@ -1,7 +1,7 @@
 """Ranking metrics as pure functions of scores and targets.
 
 ``evaluate.protocol`` ranks the model and every baseline with these (``evaluate``, and the
-validation verdicts ``train`` prints); serving borrows EXCLUDED. Training's own metrics are
+validation verdicts ``train`` prints). Training's own metrics are
 Transformers4Rec's, which ``tests/test_evaluation.py`` checks against these. Ranks are 1-based
 and ties count against the target (an item scoring the same as the target ranks above it), so
 a model or baseline with constant scores can never look better than it is.
@@ -13,8 +13,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-
-EXCLUDED = -np.inf
 
 
 def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -31,10 +31,13 @@ from typing import Callable
 
 import numpy as np
 
+from t4r_app.data.item_sequences import ItemSequences
 from t4r_app.errors import RunError
-from t4r_app.evaluate.metrics import EXCLUDED, ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
+from t4r_app.evaluate.metrics import ndcg_per_row, paired_bootstrap, ranking_metrics, sampled_ranks, target_ranks
 from t4r_app.evaluate.results import (
+    AMONG_COLD,
     COMPARED_K,
+    PROTOCOLS,
     BootstrapComparison,
     BootstrapSettings,
     EvaluationResults,
@@ -43,11 +46,8 @@ from t4r_app.evaluate.results import (
     SliceResults,
     SplitResults,
 )
-from t4r_app.data.item_sequences import ItemSequences
-from workflow.columns import movie_ids
+from workflow.columns import EXCLUDED, movie_ids
 
-PROTOCOLS = ("full", "full_unseen", "sampled")
-AMONG_COLD = "among_cold"  # the cold slice only: the target among the movies without training interactions
 COMPARED_PROTOCOLS = ("full", "full_unseen")  # the bootstrap compares the full rankings only
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
@@ -195,12 +195,12 @@ def evaluate_results(
     """
     from tqdm.auto import tqdm
 
-    from t4r_app.evaluate.baselines import Markov, MostPopular, TitlePopularity, item_counts
-    from t4r_app.model.item_features import withheld_movies
-    from t4r_app.model.architecture import max_sequence_length, vocabulary_size
-    from t4r_app.model.saved_run import load_run, load_schema
     from t4r_app.data.item_sequences import read_split
     from t4r_app.data.title_vectors import load_title_vectors
+    from t4r_app.evaluate.baselines import Markov, MostPopular, TitlePopularity, item_counts
+    from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+    from t4r_app.model.item_features import withheld_movies
+    from t4r_app.model.saved_run import load_run, load_schema
     from t4r_app.train.windows import training_histories
 
     run = load_run(run_dir)

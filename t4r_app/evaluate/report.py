@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from t4r_app.evaluate.metrics import RankingMetrics
-from t4r_app.evaluate.protocol import AMONG_COLD
-from t4r_app.evaluate.results import COMPARED_K, EvaluationResults, EvaluationSettings
+from t4r_app.evaluate.results import AMONG_COLD, COMPARED_K, EvaluationResults, EvaluationSettings
 from t4r_app.plotting import pyplot
 
 REPORT_FILE = "report.md"

@@ -23,6 +23,8 @@ EVAL_FILE = "eval.json"
 SETTINGS = "settings"  # eval.json's one top-level key that is not a split
 COMPARED_K = 10  # the bootstrap compares NDCG@10, and the verdicts read it
 DIFFERENCE = f"ndcg@{COMPARED_K}_difference"
+PROTOCOLS = ("full", "full_unseen", "sampled")  # how a target is ranked; see ``evaluate.protocol``
+AMONG_COLD = "among_cold"  # the cold slice only: the target among the movies without training interactions
 
 
 @dataclass(frozen=True)

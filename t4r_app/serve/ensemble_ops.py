@@ -21,7 +21,7 @@ from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
 from merlin.table import TensorTable
 
 from t4r_app.serve.protocol import MOVIE_IDS, NO_MOVIE, SCORES
-from t4r_app.serve.recommender import TopKScorer
+from t4r_app.serve.recommender import TopKRanker
 from workflow.columns import ITEM_LIST
 
 WORKFLOW_DIR = "serving_workflow"
@@ -65,7 +65,7 @@ class PredictTopK(BaseOperator):
     """Encoded sessions (``item_id-list``) in; top-k raw movie ids and scores out.
 
     The model is the traced BERT4Rec; unknown, empty and long sessions follow the same
-    rules as ``t4r-app predict`` because both go through ``TopKScorer``. ``exclude_seen``
+    rules as ``t4r-app predict`` because both go through ``TopKRanker``. ``exclude_seen``
     (baked in at export) leaves each session's own movies out; where that leaves fewer than
     ``top_k`` movies, the row ends in NO_MOVIE ids with score 0.
     """
@@ -109,9 +109,9 @@ class PredictTopK(BaseOperator):
 
     def transform(self, col_selector: ColumnSelector, transformable):
         sessions = _sessions(transformable)
-        scorer = TopKScorer(self._logits, self.max_length, self.popularity, getattr(self, "scorable", None))
+        ranker = TopKRanker(self._logits, self.max_length, self.popularity, getattr(self, "scorable", None))
         # Ensembles exported before the field existed ranked every movie.
-        orders, scores, _ = scorer.top_k(sessions, self.top_k, getattr(self, "exclude_seen", False))
+        orders, scores, _ = ranker.top_k(sessions, self.top_k, getattr(self, "exclude_seen", False))
         movies = np.full((len(sessions), self.top_k), NO_MOVIE, dtype=np.int64)
         best = np.zeros((len(sessions), self.top_k), dtype=np.float32)
         for row, (order, row_scores) in enumerate(zip(orders, scores)):

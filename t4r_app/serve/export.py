@@ -4,7 +4,7 @@ The request carries raw movie ids (``movieIndices``, one list per session, many 
 per request); the response carries the top-k raw movie ids (``movie_ids``) and their
 scores (``scores``). The serving workflow is the fitted Categorify of the ETL (raw ids to
 item ids, unknown ids to OOV); the model is traced in eval mode in T4R's inference mode, which
-appends [MASK] after each session's last item. ``TopKScorer`` cuts each session to the model's
+appends [MASK] after each session's last item. ``TopKRanker`` cuts each session to the model's
 window minus the [MASK] position, as in ``predict``, and sees the whole session for the
 seen-movie rule.
 
@@ -40,11 +40,11 @@ import nvtabular as nvt
 from nvtabular import ops
 from t4r_app.atomic import building
 from t4r_app.errors import ExportError, RunError, ServeError
-from t4r_app.model.item_features import FEATURES_FILE
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.model.device import default_device
-from t4r_app.serve.recommender import ItemCatalogue, run_exclude_seen, run_scorable
+from t4r_app.model.item_features import FEATURES_FILE
 from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
+from t4r_app.model.title_embedding import TitledItemEmbedding
 from t4r_app.serve.ensemble_ops import PredictTopK, PythonBackendRuntime, ServingWorkflow
 from t4r_app.serve.protocol import (
     ENSEMBLE_NAME,
@@ -53,10 +53,9 @@ from t4r_app.serve.protocol import (
     REQUEST_COLUMN,
     encode_movie_titles,
 )
+from t4r_app.serve.recommender import ItemCatalogue, run_exclude_seen, run_scorable
 from t4r_app.serve.run_movies import RunMovies, read_run_movies
-from t4r_app.model.title_embedding import TitledItemEmbedding
-from workflow.columns import ITEM_LIST
-from workflow.columns import RAW_MOVIE
+from workflow.columns import ITEM_LIST, RAW_MOVIE
 
 EXPORT_INFO = "t4r_export.json"
 TARGETS = ("cpu", "gpu")
@@ -124,7 +123,7 @@ def etl_workflow_dir(run: LoadedRun) -> Path:
 
 def serving_workflow(etl_dir: Path) -> nvt.Workflow:
     """Raw movie id lists in, encoded ``item_id-list`` out, whole: a long session's older movies
-    still count as seen; ``TopKScorer`` keeps the model's window of the recent ones."""
+    still count as seen; ``TopKRanker`` keeps the model's window of the recent ones."""
     etl = nvt.Workflow.load(str(etl_dir))
     categorify = next(node.op for node in postorder_iter_nodes(etl.output_node) if isinstance(node.op, ops.Categorify))
     graph = [REQUEST_COLUMN] >> ops.Rename(name=RAW_MOVIE) >> categorify >> ops.Rename(name=ITEM_LIST)

@@ -1,7 +1,7 @@
 """Top-k next movies for raw sessions: raw movie ids in, raw ids, scores and titles out.
 
 The documented behaviour for awkward sessions, shared by ``predict``, ``recommend`` and the
-Triton ensemble (which uses ``TopKScorer`` too):
+Triton ensemble (which uses ``TopKRanker`` too):
 
 * movie ids the model never saw are left out of the session (and listed in ``unknown_movies``
   where the answer has room for it);
@@ -25,14 +25,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from workflow.columns import movie_ids
-from t4r_app.evaluate.metrics import EXCLUDED
-from t4r_app.model.architecture import max_sequence_length, vocabulary_size
-from t4r_app.model.saved_run import LoadedRun
-from t4r_app.model.inference import next_item_scores
 from t4r_app.data.item_sequences import ItemSequences
+from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.model.inference import next_item_scores
+from t4r_app.model.saved_run import LoadedRun
 from t4r_app.serve.protocol import Recommendation, fallback_for, split_session
 from t4r_app.serve.run_movies import read_run_movies
+from workflow.columns import EXCLUDED, movie_ids
 
 LogitsFunction = Callable[[np.ndarray], np.ndarray]
 """Scores over every item id for a right-padded (sessions, length) batch of item ids."""
@@ -59,7 +58,7 @@ class ItemCatalogue:
         return cls(movie_of_item, title_of_item, popularity / max(popularity.sum(), 1.0), scorable)
 
 
-class TopKScorer:
+class TopKRanker:
     """Encoded sessions in, top-k (item ids, scores, fallback flags) out."""
 
     def __init__(
@@ -132,7 +131,7 @@ class Recommender:
         self.title_of_movie = movies.title_of_movie()
         self.exclude_seen = run_exclude_seen(run)
         model = run.model
-        self.scorer = TopKScorer(
+        self.ranker = TopKRanker(
             lambda batch: next_item_scores(model, batch),
             max_sequence_length(run.schema),
             self.catalogue.popularity,
@@ -155,7 +154,7 @@ class Recommender:
         exclude_seen = self.exclude_seen if exclude_seen is None else exclude_seen
         session_ids = session_ids if session_ids is not None else list(range(len(sessions)))
         encoded = [self.encode(movies) for movies in sessions]
-        orders, scores, _ = self.scorer.top_k([items for items, _ in encoded], top_k, exclude_seen)
+        orders, scores, _ = self.ranker.top_k([items for items, _ in encoded], top_k, exclude_seen)
         return [
             Recommendation(
                 session_id=session_ids[index],

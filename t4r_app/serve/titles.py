@@ -7,6 +7,7 @@ that contains the text, ignoring case. Anything else is an error that lists cand
 from __future__ import annotations
 
 import difflib
+
 from t4r_app.errors import TitleError
 
 MAX_CANDIDATES = 8

@@ -41,7 +41,14 @@ from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_
 from t4r_app.model.device import default_device
 from t4r_app.model.item_features import build_item_features, features_for_saving, withheld_movies
 from t4r_app.model.saved_run import (
-    CHECKPOINTS, CONFIG, MODEL_DIR, MONITOR_METRIC, RunInfo, load_schema, save_model, write_run_info,
+    CHECKPOINTS,
+    CONFIG,
+    MODEL_DIR,
+    MONITOR_METRIC,
+    RunInfo,
+    load_schema,
+    save_model,
+    write_run_info,
 )
 from t4r_app.train import distributed
 from t4r_app.train.log import TrainingLog, TrainingProgress

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from t4r_app.data.parquet_parts import read_parquet_columns
 from t4r_app.data.item_sequences import ItemSequences, list_sequences, preprocess_settings
+from t4r_app.data.parquet_parts import read_parquet_columns
 from workflow.columns import ITEM_LIST, PADDING_ID, TIME_LIST
 from workflow.list_columns import count_per_row, gather_slices, offsets_of
 from workflow.splits import MIN_EXAMPLE_LENGTH, SplitRule, example_bounds

@@ -1,0 +1,24 @@
+"""What every benchmark does the same way: write its JSON report, run workers side by side."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Callable
+
+
+def write_report(report: dict, output: str | Path) -> None:
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {output}")
+
+
+def run_concurrently(worker: Callable[[int], None], count: int) -> None:
+    """``worker(0)`` ... ``worker(count - 1)`` in threads at once; returns when all have finished."""
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
