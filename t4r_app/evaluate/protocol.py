@@ -19,7 +19,7 @@ movies with none (seen only in validation or test, or withheld by ``train.withho
 Over all movies a cold target has to beat every trained one, which no scorer here does, so
 the cold slice also ranks it ``among_cold``: among the untrained movies only, the session's
 own left out (a "new arrivals" shelf). The baselines are fitted on each sequence's whole training
-part (``train_data.training_histories``), not on the model's window of it in ``train/``.
+part (``train.windows.training_histories``), not on the model's window of it in ``train/``.
 The target is never given to a scorer: inputs are the sequences without their last item.
 """
 

@@ -47,6 +47,14 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
+def finish() -> None:
+    """Leave the process group together, once rank 0 has written the run. A rank that exits on its
+    own while gloo's threads still run aborts ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def describe(batch_size: int, learning_rate: float) -> str:
     """The line a distributed run logs first: ranks, backend, effective batch, learning rate."""
     ranks = world_size()

@@ -319,6 +319,7 @@ def train(
         metrics = run_dir / f".metrics.json.partial-{os.getpid()}"
         metrics.write_text(json.dumps(asdict(result), indent=2, default=str))
         os.replace(metrics, run_dir / "metrics.json")
+    distributed.finish()
     return result
 
 
