@@ -50,7 +50,7 @@ demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> exp
 		--input $(DEMO_DIR)/raw --data $(DEMO_DIR)/processed --run $(DEMO_DIR)/run $(OVERRIDES)
 	$(APP) predict --run $(DEMO_DIR)/run --input $(DEMO_DIR)/raw/sample_sessions.jsonl --output $(DEMO_DIR)/run/predictions.jsonl --top-k 5 --show 3
 	$(APP) export --run $(DEMO_DIR)/run --output $(DEMO_DIR)/run/triton --top-k 5
-	$(APP) serve --repository $(DEMO_DIR)/run/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --try-sessions $(DEMO_DIR)/raw/sample_sessions.jsonl --run $(DEMO_DIR)/run
+	$(APP) serve --repository $(DEMO_DIR)/run/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --try-sessions $(DEMO_DIR)/raw/sample_sessions.jsonl
 
 ml100k: $(SETUP)  ## fetch MovieLens-100K (RecBole's wheel on PyPI) and import it into data/ml-100k/raw/
 	$(APP) import --movielens-100k --output data/ml-100k/raw
