@@ -58,7 +58,7 @@ ml100k: $(SETUP)  ## fetch MovieLens-100K (RecBole's wheel on PyPI) and import i
 test: $(SETUP)  ## run the whole test suite, slow tests included (what .ci/run runs)
 	$(VENV_PYTHON) -m pytest -q
 
-test-fast: $(SETUP)  ## the tests not marked slow: tiny models only, no demo training, tritonserver, torchrun or dask cluster (about 2 min)
+test-fast: $(SETUP)  ## the tests not marked slow: tiny models only, no demo training, tritonserver, torchrun or dask cluster (under a minute)
 	$(VENV_PYTHON) -m pytest -q -m "not slow"
 
 preprocess: $(SETUP)  ## INPUT=recommandation.zip DATA_DIR=data/processed CONFIG=... OVERRIDES="key=value ..."
