@@ -26,7 +26,7 @@ from test_predict import with_seen_rule
 
 from t4r_app.cli import main
 from t4r_app.data.item_sequences import read_split
-from t4r_app.errors import ServeError, ServerError, TitleError
+from t4r_app.errors import ServeError, TitleError
 from t4r_app.model.architecture import max_sequence_length
 from t4r_app.model.inference import next_item_scores
 from t4r_app.model.saved_run import load_run
@@ -391,43 +391,6 @@ def test_a_repository_of_the_earlier_layout_is_refused_with_what_to_do(repositor
         pickle.loads(pickled.read_bytes())
     with pytest.raises(ServeError, match="it needs t4r_app.serving_ops, which"):
         check_repository(old)
-
-
-def test_client_errors_are_clear(tiny_run):
-    with pytest.raises(ServerError, match="HOST:PORT"):
-        TritonRecommender("localhost", tiny_run)
-    client = TritonRecommender(f"127.0.0.1:{free_port()}", tiny_run)
-    with pytest.raises(ServerError, match="request to 127.0.0.1"):
-        client.recommend([[1, 2]])
-
-
-def test_request_check_names_the_problem():
-    from t4r_app.serve.protocol import request_problem
-
-    values = np.array([5, 6, 7], dtype=np.int64)
-    assert request_problem(values, np.array([0, 1, 3], dtype=np.int32)) is None
-    assert request_problem(values, np.array([0, 0, 0, 3], dtype=np.int32)) is None  # empty sessions are fine
-    assert "needs both" in request_problem(values, None)
-    assert "one more entry" in request_problem(values, np.array([0], dtype=np.int32))
-    assert "never decrease" in request_problem(values, np.array([0, 2, 1, 3], dtype=np.int32))
-    assert "end at the number of values (3)" in request_problem(values, np.array([0, 4], dtype=np.int32))
-    assert "one-dimensional" in request_problem(values.reshape(1, 3), np.array([0, 3], dtype=np.int32))
-    many = np.zeros(MAX_SESSIONS_PER_REQUEST + 2, dtype=np.int32)
-    assert request_problem(np.zeros(0, np.int64), many[:-1]) is None  # exactly the limit of (empty) sessions
-    assert f"at most {MAX_SESSIONS_PER_REQUEST} sessions, got {MAX_SESSIONS_PER_REQUEST + 1}" in request_problem(np.zeros(0, np.int64), many)
-    long = np.zeros(MAX_MOVIES_PER_REQUEST + 1, dtype=np.int64)
-    assert request_problem(long[:-1], np.array([0, MAX_MOVIES_PER_REQUEST], dtype=np.int32)) is None
-    assert "at most 1000000 movies" in request_problem(long, np.array([0, len(long)], dtype=np.int32))
-
-
-def test_large_batches_are_split_into_requests_that_fit():
-    from t4r_app.serve.protocol import request_batches
-
-    assert request_batches([]) == [(0, 0)]
-    assert request_batches([[1]] * 2050) == [(0, 1024), (1024, 2048), (2048, 2050)]
-    half = [0] * (MAX_MOVIES_PER_REQUEST // 2 + 1)
-    assert request_batches([half, half, [1]]) == [(0, 1), (1, 3)]
-    assert request_batches([[0] * (MAX_MOVIES_PER_REQUEST + 1), [1]]) == [(0, 1), (1, 2)]  # the server says why
 
 
 def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, capsys):
