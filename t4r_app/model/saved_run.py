@@ -81,18 +81,6 @@ def save_model(
     return directory
 
 
-def known_movies(run_dir: str | Path) -> pd.DataFrame:
-    """The rows of the run's movie mapping that a session may hold and the model may recommend.
-
-    Movies only in the titles file are among them for a model with title features alone
-    (``item_features.scorable``); runs from before titles know every movie of the mapping.
-    """
-    mapping_path = Path(run_dir) / MODEL_DIR / ITEM_MAPPING
-    if not mapping_path.is_file():
-        raise RunError(f"{run_dir} has no movie mapping ({mapping_path}): give the RUN_DIR the model (or server) came from")
-    return scorable_rows(pd.read_parquet(mapping_path), ItemFeatures.load(Path(run_dir) / MODEL_DIR / FEATURES_FILE))
-
-
 def scorable_rows(mapping: pd.DataFrame, features: ItemFeatures | None) -> pd.DataFrame:
     """The mapping's rows the model may score (all of them for runs from before titles)."""
     if features is None:

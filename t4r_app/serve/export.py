@@ -41,7 +41,7 @@ from nvtabular import ops
 from t4r_app.atomic import building
 from t4r_app.errors import ExportError, RunError, ServeError
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
-from t4r_app.model.device import default_device
+from t4r_app.model.device import default_device, model_device
 from t4r_app.model.item_features import FEATURES_FILE
 from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
 from t4r_app.model.title_embedding import TitledItemEmbedding
@@ -139,7 +139,7 @@ def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModu
     for module in model.modules():
         if isinstance(module, TitledItemEmbedding):
             module.bake()
-    example = torch.zeros((2, max_length - 1), dtype=torch.long, device=next(model.parameters()).device)
+    example = torch.zeros((2, max_length - 1), dtype=torch.long, device=model_device(model))
     example[:, :3] = torch.tensor([3, 4, 5])
     with torch.no_grad():
         return torch.jit.trace(NextItemLogits(model).eval(), example, strict=False, check_trace=False)
