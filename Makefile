@@ -87,11 +87,12 @@ bench: bench-etl bench-train bench-serve bench-quality  ## all benchmarks (JSON 
 bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/results/etl.json
 	$(VENV_PYTHON) -m bench.bench_etl --output bench/results/etl.json
 
-bench-train: $(SETUP)  ## training throughput at length 50 and 200, loaders side by side, time to early stop -> bench/results/train.json
+bench-train: $(SETUP)  ## training throughput at length 50 and 200, loaders side by side, catalogues of 2k to 1M items, time to early stop -> bench/results/train.json
 	$(VENV_PYTHON) -m bench.bench_train --output bench/results/train.json
 
-bench-quality: $(SETUP)  ## MovieLens-100K: defaults, each lever, SASRec vs baselines, 740 s each -> bench/results/quality.json (about 70 min)
-	$(VENV_PYTHON) -m bench.bench_quality --output bench/results/quality.json
+bench-quality: $(SETUP)  ## MovieLens-100K and Video Games (../shared/data/video-games): defaults, levers, SASRec, 3 seeds each vs baselines -> bench/results/quality*.json (hours)
+	$(VENV_PYTHON) -m bench.bench_quality --dataset ml-100k
+	$(VENV_PYTHON) -m bench.bench_quality --dataset video-games
 
 bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
 	$(VENV_PYTHON) -m bench.bench_serve --output bench/results/serve.json

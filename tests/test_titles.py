@@ -229,8 +229,8 @@ def test_title_popularity_gives_a_cold_movie_its_title_neighbours_popularity():
 
 def test_title_settings_are_checked():
     assert load_config(None, ["model.title_embeddings=off"]).model.title_embeddings == "off"
-    with pytest.raises(ConfigError, match="needs the full softmax"):
-        load_config(None, ["model.title_embeddings=feature", "model.sampled_softmax=50"])
+    # titles score the sampled negatives too, so title features and a sampled loss go together
+    assert load_config(None, ["model.title_embeddings=feature", "model.sampled_softmax=50"]).model.sampled_softmax == 50
     with pytest.raises(ConfigError, match="'init', 'feature'"):
         load_config(None, ["model.title_embeddings=both"])
 

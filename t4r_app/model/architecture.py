@@ -8,18 +8,22 @@ would be visible at evaluation.
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 import transformers4rec.torch as tr
 from merlin.schema import Schema, Tags
 from transformers4rec.config.transformer import BertConfig, GPT2Config
 from transformers4rec.torch.masking import CausalLanguageModeling, MaskSequence
-from transformers4rec.torch.ranking_metric import NDCGAt, RecallAt
 
 from t4r_app.config import ModelConfig
+from t4r_app.model.auto_settings import sampled_softmax_choice
 from t4r_app.model.head import NextItemHead
+from t4r_app.model.head_sampling import SampledLoss, SharedNegatives
 from t4r_app.model.item_features import ItemFeatures
 from t4r_app.model.masking import Bert4RecMasking
 from t4r_app.model.title_embedding import TitledItemEmbedding, initialise_from_titles
-from workflow.columns import ITEM_LIST, PADDING_ID
+from t4r_app.model.validation_metrics import NDCGAt, RecallAt
+from workflow.columns import ITEM_LIST, PADDING_ID, movie_ids
 
 MONITOR_K = 10  # early stopping and the Trainer's metrics watch NDCG@10
 
@@ -127,16 +131,37 @@ def build_model(
     config = gpt2_config(model, max_length) if model.architecture == "sasrec" else bert_config(model, max_length)
     body = tr.SequentialBlock(inputs, tr.TransformerBlock(config, masking=masking))
     ks = sorted(set(top_ks or []) | {MONITOR_K})
+    vocabulary = vocabulary_size(items)
     task = NextItemHead(
         d_model=model.d_model,
-        vocabulary=vocabulary_size(items),
+        vocabulary=vocabulary,
         transform=model.output_transform,
-        bias=model.output_bias,
+        bias=model.output_bias is not False,
         seen_item_weight=model.seen_item_weight,
         layer_norm_eps=model.layer_norm_eps,
-        sampled_softmax=model.sampled_softmax > 0,
-        max_n_samples=model.sampled_softmax or 100,
-        metrics=[NDCGAt(top_ks=ks, labels_onehot=True), RecallAt(top_ks=ks, labels_onehot=True)],
+        metrics=[NDCGAt(top_ks=ks), RecallAt(top_ks=ks)],
         scorable=None if features is None else features.scorable,
+        sampled_loss=sampled_loss(model, vocabulary, features),
     )
+    if model.output_bias == "popularity" and features is not None and features.counts is not None:
+        with torch.no_grad():
+            task.output_bias.copy_(log_popularity(features.counts))
     return tr.Model(tr.Head(body, task, inputs=inputs))
+
+
+def sampled_loss(model: ModelConfig, vocabulary: int, features: ItemFeatures | None) -> SampledLoss | None:
+    """The training loss over shared negatives, when the config asks for one and the training counts are at hand."""
+    candidates = movie_ids(vocabulary)
+    size = sampled_softmax_choice(model, len(candidates)).value
+    if not size or features is None or features.counts is None:
+        return None  # full softmax, or a model rebuilt for scoring only
+    if features.scorable is not None:
+        candidates = candidates[features.scorable[candidates]]
+    negatives = SharedNegatives(candidates, features.counts, size, by_popularity=model.negative_sampler == "popularity")
+    return SampledLoss(negatives, model.loss, model.gbce_t)
+
+
+def log_popularity(counts: np.ndarray) -> torch.Tensor:
+    """log of each id's smoothed training frequency: a softmax over it is MostPopular's ranking."""
+    smoothed = np.asarray(counts, dtype=np.float64) + 1.0
+    return torch.as_tensor(np.log(smoothed / smoothed.sum()), dtype=torch.float32)

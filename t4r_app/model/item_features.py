@@ -11,6 +11,9 @@ so prediction and export rebuild the same model without the data dir or the titl
   interaction anywhere) is scorable with ``feature`` when it has a usable title, and never
   otherwise: with ``off``/``init`` such movies stay out of every ranking, as before titles.
 * ``titles``: the unit title vectors (``feature`` only; ``init`` uses them once, at the start).
+* ``counts``: training interactions per id, for what training starts from and samples by
+  (``model.output_bias=popularity``, ``model.negative_sampler=popularity``); not saved, since
+  a trained model no longer needs them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class ItemFeatures:
     trained: np.ndarray  # (vocabulary,) bool
     scorable: np.ndarray  # (vocabulary,) bool
     titles: TitleVectors | None = None
+    counts: np.ndarray | None = None  # (vocabulary,) int64, at training only
 
     def save(self, path: Path) -> None:
         arrays = {"trained": self.trained, "scorable": self.scorable}
@@ -65,7 +69,9 @@ def build_item_features(
     model: ModelConfig, data_dir: str | Path, vocabulary: int, histories: ItemSequences, progress: bool = True
 ) -> ItemFeatures:
     data_dir = Path(data_dir)
-    trained = np.bincount(histories.values, minlength=vocabulary)[:vocabulary] > 0
+    counts = np.bincount(histories.values, minlength=vocabulary)[:vocabulary].astype(np.int64)
+    counts[:FIRST_MOVIE_ID] = 0
+    trained = counts > 0
     mapping = pd.read_parquet(data_dir / "item_mapping.parquet", columns=["item_id", "interactions"])
     titles_only = mapping.loc[mapping["interactions"] == 0, "item_id"].to_numpy(dtype=np.int64)
     scorable = np.ones(vocabulary, dtype=bool)
@@ -75,8 +81,7 @@ def build_item_features(
         titles = load_title_vectors(data_dir, vocabulary, progress)
         if model.title_embeddings == "feature":
             scorable[titles_only] = titles.has_title[titles_only]
-    trained[:FIRST_MOVIE_ID] = False  # padding, null and out-of-vocabulary are never trained items
-    return ItemFeatures(trained, scorable, titles)
+    return ItemFeatures(trained, scorable, titles, counts)  # padding, null and OOV are never trained items
 
 
 def features_for_saving(model: ModelConfig, features: ItemFeatures) -> ItemFeatures:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +47,8 @@ class RunInfo:
     # training data); runs trained before it existed keep seen movies.
     exclude_seen: bool = False
     exclude_seen_reason: str = ""
+    # Every config value training chose from the data (a key that said `auto`): key, value, why.
+    auto_choices: list = field(default_factory=list)
 
 
 def load_schema(split_dir: str | Path) -> Schema:

@@ -37,6 +37,7 @@ from t4r_app.config import AppConfig, save_config
 from t4r_app.data.item_sequences import ItemSequences, read_split, resolve_exclude_seen
 from t4r_app.data.preprocess_stats import check_complete
 from t4r_app.errors import PreprocessError, TrainingError
+from t4r_app.model import auto_settings
 from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
 from t4r_app.model.device import default_device
 from t4r_app.model.item_features import build_item_features, features_for_saving, withheld_movies
@@ -53,6 +54,7 @@ from t4r_app.model.saved_run import (
 from t4r_app.train import distributed
 from t4r_app.train.log import TrainingLog, TrainingProgress
 from t4r_app.train.windows import WindowDataset, WindowLoader, cut_windows, training_histories
+from workflow.columns import movie_ids
 
 
 @dataclass
@@ -260,7 +262,12 @@ def train(
     last_checkpoint = _prepare_run_dir(run_dir, resume)
     main_process = distributed.is_main_process()
     progress = progress and main_process
+    schema = item_schema(load_schema(data_dir / "train"))
+    max_length = max_sequence_length(schema)
+    config, choices = auto_settings.resolve(config, len(movie_ids(vocabulary_size(schema))))
     if main_process:
+        for choice in choices:
+            print(f"auto: {choice.key}={choice.value} ({choice.why})", flush=True)
         save_config(config, run_dir / CONFIG)
         write_run_info(
             run_dir,
@@ -271,11 +278,10 @@ def train(
                 transformers4rec.__version__,
                 transformers.__version__,
                 *resolve_exclude_seen(config, data_dir),
+                auto_choices=[asdict(choice) for choice in choices],
             ),
         )
     transformers.set_seed(config.seed)
-    schema = item_schema(load_schema(data_dir / "train"))
-    max_length = max_sequence_length(schema)
     histories = training_histories(data_dir, withheld_movies(data_dir, config.train.withhold_movies, config.seed))
     features = build_item_features(config.model, data_dir, vocabulary_size(schema), histories, progress)
     train_loader = training_loader(config, histories, max_length)

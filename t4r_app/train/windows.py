@@ -10,7 +10,12 @@ wastes both signal and time:
 * each window appears ``train.copies_per_epoch`` times an epoch, each copy masked afresh
   (the reference's ``dupe_factor``): more masked targets per pass over the data;
 * a batch is padded to its own longest window, not to ``max_seq_length``: most sessions are
-  far shorter than the window, and attention costs grow with the square of the padding.
+  far shorter than the window, and attention costs grow with the square of the padding;
+* batches hold windows of similar length: each epoch's shuffled order is cut into runs of
+  ``BUCKET_BATCHES`` batches, each run sorted by length and cut into batches, and the batches
+  shuffled again. Where lengths are long-tailed (a median of 6 items and a window of 50), a
+  random batch almost always holds one long window and pads every other to it; validation
+  runs through its rows shortest first for the same reason.
 
 The Trainer takes this loader through its ``train_dataloader`` argument, and the same kind
 of loader over ``DATA_DIR/valid/`` (in order, padded per batch) through ``eval_dataloader``.
@@ -72,6 +77,10 @@ class WindowDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         return torch.from_numpy(self.windows.row(index % len(self.windows)))
 
+    def lengths(self) -> np.ndarray:
+        """Every item's length, in index order."""
+        return np.tile(self.windows.lengths, self.copies)
+
 
 def pad_batch(windows: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], None]:
     """Right-pad to the longest window of the batch; (inputs, targets) as the Trainer expects."""
@@ -82,8 +91,17 @@ def pad_batch(windows: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], Non
     return {ITEM_LIST: batch}, None
 
 
+# Batches' worth of shuffled windows sorted by length together: enough that most batches hold
+# windows of one length, few enough that the order stays random across the epoch.
+BUCKET_BATCHES = 50
+
+
 class EpochShuffle(Sampler):
     """A new order every pass, decided by (seed, pass number) alone; this rank's share of it.
+
+    With ``lengths`` and ``batch_size``, the share is grouped into batches of similar length
+    (the module doc) whose order is shuffled; a short last batch stays last, so that every
+    other batch the loader cuts is one of these groups.
 
     On ``--resume`` the Trainer replays the finished epochs by iterating the loader once per
     epoch; with the order a pure function of the pass number, the resumed run then sees
@@ -96,11 +114,15 @@ class EpochShuffle(Sampler):
     ``world`` first, which repeats at most ``world - 1`` windows per pass.
     """
 
-    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self, size: int, seed: int, rank: int = 0, world: int = 1, lengths: np.ndarray | None = None, batch_size: int = 0
+    ):
         self.size = size
         self.seed = seed
         self.rank = rank
         self.world = world
+        self.lengths = None if lengths is None else torch.as_tensor(lengths)
+        self.batch_size = batch_size
         self.passes = 0
 
     def __len__(self) -> int:
@@ -112,18 +134,34 @@ class EpochShuffle(Sampler):
         order = torch.randperm(self.size, generator=generator)
         if self.world > 1:
             order = torch.cat([order, order[: len(self) * self.world - self.size]])[self.rank :: self.world]
+        if self.lengths is not None and self.batch_size:
+            order = self._similar_lengths_together(order, generator)
         return iter(order.tolist())
+
+    def _similar_lengths_together(self, order: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        run = self.batch_size * BUCKET_BATCHES
+        sorted_runs = [part[torch.argsort(self.lengths[part], stable=True)] for part in torch.split(order, run)]
+        batches = list(torch.split(torch.cat(sorted_runs), self.batch_size))
+        short = batches.pop() if len(batches[-1]) < self.batch_size else None
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return torch.cat(batches + ([short] if short is not None else []))
 
 
 class WindowLoader(DataLoader):
-    """A DataLoader with the ``_batch_size`` attribute T4R's Trainer reads; shuffled, or in order for validation."""
+    """A DataLoader with the ``_batch_size`` attribute T4R's Trainer reads; shuffled in batches of similar
+    length, or (validation) every row once, shortest first."""
 
     def __init__(self, dataset: WindowDataset, batch_size: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
+        lengths = dataset.lengths()
+        if shuffle:
+            sampler = EpochShuffle(len(dataset), seed, rank, world, lengths, batch_size)
+        else:  # in order of length: the same rows, padded far less
+            sampler = np.argsort(lengths, kind="stable").tolist()
         # Its own generator, so that even the loader's base seed leaves the global RNG alone.
         super().__init__(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(dataset), seed, rank, world) if shuffle else None,
+            sampler=sampler,
             collate_fn=pad_batch,
             generator=torch.Generator().manual_seed(seed),
         )
