@@ -274,7 +274,8 @@ def main() -> None:
     parser.add_argument("--output", help="default bench/results/quality-DATASET.json (quality.json for ml-100k)")
     parser.add_argument("--budget", type=float, help="seconds of training per run (ml-100k 740, the others 1800)")
     parser.add_argument("--seeds", type=int, default=3, help="runs per variant, seeds 1..N")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once (one torch thread each when > 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: the cores shared by --jobs)")
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all); written to --output, never merged")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="re-evaluate the variants' existing runs (after a change to evaluation) instead of training")
@@ -297,7 +298,7 @@ def main() -> None:
         raise SystemExit(f"--only: no variant {sorted(unknown)} in {args.dataset}; variants: {list(dataset_variants)}")
     data = prepare_data(raw_input(args.dataset, work, args.input), work, variants)
     seeds = list(range(1, args.seeds + 1))
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     measured = commit()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {

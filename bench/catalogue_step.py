@@ -36,7 +36,7 @@ def generated_windows(batches: int, batch_size: int, seed: int = 0) -> list[torc
         lengths = np.clip(rng.geometric(1 / 8, batch_size) + 2, 3, WINDOW)
         batch = np.full((batch_size, lengths.max()), PADDING_ID, dtype=np.int64)
         for row, length in enumerate(lengths):
-            batch[row, :length] = rng.choice(BASE_ITEMS, size=length, p=popularity)
+            batch[row, :length] = 1 + rng.choice(BASE_ITEMS, size=length, p=popularity)  # 0 pads
         result.append(torch.as_tensor(batch))
     return result
 
@@ -55,9 +55,9 @@ def catalogue_schema(vocabulary: int) -> Schema:
 
 
 def spread(batch: torch.Tensor, vocabulary: int) -> torch.Tensor:
-    """Base item b becomes a movie id spread evenly over the catalogue's movies."""
+    """Base item b (1..BASE_ITEMS) becomes a movie id spread evenly over the catalogue's movies."""
     movies = vocabulary - 1 - FIRST_MOVIE_ID
-    return torch.where(batch != PADDING_ID, FIRST_MOVIE_ID + batch * movies // BASE_ITEMS, batch)
+    return torch.where(batch != PADDING_ID, FIRST_MOVIE_ID + (batch - 1) * movies // BASE_ITEMS, batch)
 
 
 def measure(catalogue: int, sampled: int, steps: int, warmup: int) -> dict:

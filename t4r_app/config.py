@@ -147,8 +147,8 @@ class ModelConfig:
     sampled_softmax: int | Literal["auto"] = _field(
         "auto",
         "Train against this many items drawn once per step and shared by the batch, instead of the "
-        "whole catalogue: the step then costs the same at 20k or 1M items. 0 = full softmax; auto = "
-        "full softmax up to AUTO_FULL_SOFTMAX_MAX movies, else AUTO_SAMPLED_NEGATIVES (recorded in run.json). "
+        "whole catalogue: the step then costs about the same at 20k or 1M items. 0 = full softmax; auto = "
+        "full softmax up to 8,192 movies, else 2,048 negatives (the choice is printed and recorded in run.json). "
         "Evaluation always ranks the whole catalogue.",
         minimum=0,
     )
@@ -206,6 +206,13 @@ class TrainConfig:
         25,
         "Cut histories longer than the window into windows this many items apart (sliding windows), "
         "so every training interaction is used; 0 keeps only each history's most recent window.",
+        minimum=0,
+    )
+    length_buckets: int = _field(
+        50,
+        "Group each epoch's shuffled windows into batches of similar length: runs of this many batches are "
+        "sorted by length before being cut, and the batches shuffled (far less padding where most histories "
+        "are short); 0 = plain shuffle.",
         minimum=0,
     )
     copies_per_epoch: int = _field(

@@ -129,3 +129,24 @@ def test_a_masked_position_counts_the_whole_unmasked_window_as_seen(schema):
     for logits, target in zip(output["predictions"], output["labels"]):
         unmasked = batch[0][~masked].tolist()
         assert (logits[unmasked] < -500).all() and logits[target] > -500
+
+
+def test_length_buckets_group_similar_windows_and_keep_every_window_once():
+    rng = np.random.default_rng(0)
+    windows = ItemSequences.from_lists([[3] * int(n) for n in np.clip(rng.geometric(0.3, 500) + 1, 2, 40)])
+    plain = WindowLoader(WindowDataset(windows), batch_size=16, seed=1)
+    bucketed = WindowLoader(WindowDataset(windows), batch_size=16, seed=1, length_buckets=8)
+    widths = {}
+    for name, loader in (("plain", plain), ("bucketed", bucketed)):
+        batches = [inputs["item_id-list"] for inputs, _ in loader]
+        assert sum(len(b) for b in batches) == 500
+        assert sorted(n for b in batches for n in (b != 0).sum(dim=1).tolist()) == sorted(windows.lengths.tolist())
+        widths[name] = sum(b.numel() for b in batches)
+    assert widths["bucketed"] < 0.7 * widths["plain"]  # far less padding
+    assert [len(inputs["item_id-list"]) for inputs, _ in bucketed][-1] == 500 % 16  # the short batch last
+
+
+def test_validation_rows_run_shortest_first():
+    windows = ItemSequences.from_lists([[3, 4, 5, 6], [3, 4], [3, 4, 5], [3, 4]])
+    loader = WindowLoader(WindowDataset(windows), batch_size=2, seed=0, shuffle=False)
+    assert [inputs["item_id-list"].shape[1] for inputs, _ in loader] == [2, 4]

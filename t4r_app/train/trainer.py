@@ -333,7 +333,14 @@ def training_loader(config: AppConfig, histories: ItemSequences, max_length: int
     """This rank's share of every epoch's windows (all of them in a single process)."""
     windows = cut_windows(histories, max_length, config.train.window_stride)
     dataset = WindowDataset(windows, config.train.copies_per_epoch)
-    return WindowLoader(dataset, config.train.batch_size, config.seed, distributed.rank(), distributed.world_size())
+    return WindowLoader(
+        dataset,
+        config.train.batch_size,
+        config.seed,
+        distributed.rank(),
+        distributed.world_size(),
+        length_buckets=config.train.length_buckets,
+    )
 
 
 def validation_loader(config: AppConfig, data_dir: Path) -> WindowLoader:

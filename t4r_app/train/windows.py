@@ -11,9 +11,9 @@ wastes both signal and time:
   (the reference's ``dupe_factor``): more masked targets per pass over the data;
 * a batch is padded to its own longest window, not to ``max_seq_length``: most sessions are
   far shorter than the window, and attention costs grow with the square of the padding;
-* batches hold windows of similar length: each epoch's shuffled order is cut into runs of
-  ``BUCKET_BATCHES`` batches, each run sorted by length and cut into batches, and the batches
-  shuffled again. Where lengths are long-tailed (a median of 6 items and a window of 50), a
+* batches hold windows of similar length (``train.length_buckets``): each epoch's shuffled
+  order is cut into runs of that many batches, each run sorted by length and cut into
+  batches, and the batches shuffled again. Where lengths are long-tailed (a median of 6 items and a window of 50), a
   random batch almost always holds one long window and pads every other to it; validation
   runs through its rows shortest first for the same reason.
 
@@ -91,17 +91,12 @@ def pad_batch(windows: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], Non
     return {ITEM_LIST: batch}, None
 
 
-# Batches' worth of shuffled windows sorted by length together: enough that most batches hold
-# windows of one length, few enough that the order stays random across the epoch.
-BUCKET_BATCHES = 50
-
-
 class EpochShuffle(Sampler):
     """A new order every pass, decided by (seed, pass number) alone; this rank's share of it.
 
-    With ``lengths`` and ``batch_size``, the share is grouped into batches of similar length
-    (the module doc) whose order is shuffled; a short last batch stays last, so that every
-    other batch the loader cuts is one of these groups.
+    With ``lengths``, ``batch_size`` and ``buckets``, the share is grouped into batches of similar
+    length, ``buckets`` batches sorted at a time (the module doc), whose order is shuffled; a
+    short last batch stays last, so that every other batch the loader cuts is one of these groups.
 
     On ``--resume`` the Trainer replays the finished epochs by iterating the loader once per
     epoch; with the order a pure function of the pass number, the resumed run then sees
@@ -115,7 +110,14 @@ class EpochShuffle(Sampler):
     """
 
     def __init__(
-        self, size: int, seed: int, rank: int = 0, world: int = 1, lengths: np.ndarray | None = None, batch_size: int = 0
+        self,
+        size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        lengths: np.ndarray | None = None,
+        batch_size: int = 0,
+        buckets: int = 0,
     ):
         self.size = size
         self.seed = seed
@@ -123,6 +125,7 @@ class EpochShuffle(Sampler):
         self.world = world
         self.lengths = None if lengths is None else torch.as_tensor(lengths)
         self.batch_size = batch_size
+        self.buckets = buckets
         self.passes = 0
 
     def __len__(self) -> int:
@@ -134,12 +137,12 @@ class EpochShuffle(Sampler):
         order = torch.randperm(self.size, generator=generator)
         if self.world > 1:
             order = torch.cat([order, order[: len(self) * self.world - self.size]])[self.rank :: self.world]
-        if self.lengths is not None and self.batch_size:
+        if self.lengths is not None and self.batch_size and self.buckets:
             order = self._similar_lengths_together(order, generator)
         return iter(order.tolist())
 
     def _similar_lengths_together(self, order: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        run = self.batch_size * BUCKET_BATCHES
+        run = self.batch_size * self.buckets
         sorted_runs = [part[torch.argsort(self.lengths[part], stable=True)] for part in torch.split(order, run)]
         batches = list(torch.split(torch.cat(sorted_runs), self.batch_size))
         short = batches.pop() if len(batches[-1]) < self.batch_size else None
@@ -151,10 +154,19 @@ class WindowLoader(DataLoader):
     """A DataLoader with the ``_batch_size`` attribute T4R's Trainer reads; shuffled in batches of similar
     length, or (validation) every row once, shortest first."""
 
-    def __init__(self, dataset: WindowDataset, batch_size: int, seed: int, rank: int = 0, world: int = 1, shuffle: bool = True):
+    def __init__(
+        self,
+        dataset: WindowDataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
+        length_buckets: int = 0,
+    ):
         lengths = dataset.lengths()
         if shuffle:
-            sampler = EpochShuffle(len(dataset), seed, rank, world, lengths, batch_size)
+            sampler = EpochShuffle(len(dataset), seed, rank, world, lengths, batch_size, length_buckets)
         else:  # in order of length: the same rows, padded far less
             sampler = np.argsort(lengths, kind="stable").tolist()
         # Its own generator, so that even the loader's base seed leaves the global RNG alone.
