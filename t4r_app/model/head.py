@@ -112,9 +112,11 @@ class NextItemHead(tr.NextItemPredictionTask):
         else:
             logits = states @ vectors.t()
         # In place is safe for autograd: the matrix product's gradient needs its inputs, not its output.
-        if seen is not None and seen.numel():
+        # (No test of how many pairs there are, and expand_as rather than a count: a traced model
+        # for serving must not bake one batch's numbers in.)
+        if seen is not None:
             rows, items = seen // self.vocabulary, seen % self.vocabulary
-            logits.index_put_((rows, items), self.seen_weight.expand(seen.numel()), accumulate=True)
+            logits.index_put_((rows, items), self.seen_weight.expand_as(items), accumulate=True)
         if self.unscorable is not None:
             logits.masked_fill_(self.unscorable, float("-inf"))
         return logits
@@ -129,14 +131,14 @@ class NextItemHead(tr.NextItemPredictionTask):
         if self.output_bias is not None:
             positive = positive + self.output_bias[targets]
             negative = negative + self.output_bias[negatives]
-        if seen is not None and seen.numel():
+        if seen is not None:
             rows = torch.arange(len(targets), device=targets.device)
             target_seen = is_member(rows * self.vocabulary + targets, seen)
             positive = positive + self.seen_weight * target_seen
             seen_rows, seen_items = seen // self.vocabulary, seen % self.vocabulary
             column = torch.searchsorted(negatives, seen_items).clamp(max=len(negatives) - 1)
             hit = negatives[column] == seen_items
-            negative = negative.index_put((seen_rows[hit], column[hit]), self.seen_weight.expand(int(hit.sum())), accumulate=True)
+            negative = negative.index_put((seen_rows[hit], column[hit]), self.seen_weight.expand_as(column[hit]), accumulate=True)
         loss, logits = sampling.loss(positive, negative, targets, negatives)
         return {"loss": loss, "labels": targets, "predictions": logits}
 
