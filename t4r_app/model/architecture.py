@@ -162,6 +162,16 @@ def sampled_loss(model: ModelConfig, vocabulary: int, features: ItemFeatures | N
 
 
 def log_popularity(counts: np.ndarray) -> torch.Tensor:
-    """log of each id's smoothed training frequency: a softmax over it is MostPopular's ranking."""
-    smoothed = np.asarray(counts, dtype=np.float64) + 1.0
-    return torch.as_tensor(np.log(smoothed / smoothed.sum()), dtype=torch.float32)
+    """log of each trained id's training frequency: a softmax over it is MostPopular's ranking.
+
+    An id without training interactions (a movie only in validation or test, a withheld or a
+    titles-only one) starts at the trained ids' mean instead: training has no evidence that it
+    is rare, and with title features its title, not a popularity of zero, should place it.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    trained = counts > 0
+    if not trained.any():
+        return torch.zeros(len(counts))
+    logs = np.log(np.where(trained, counts, 1.0) / counts.sum())
+    logs[~trained] = logs[trained].mean()
+    return torch.as_tensor(logs, dtype=torch.float32)
