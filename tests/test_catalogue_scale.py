@@ -192,3 +192,11 @@ def test_training_records_what_it_chose(tiny_run):
     recorded = {choice["key"]: choice for choice in info["auto_choices"]}
     assert recorded["model.sampled_softmax"]["value"] == config.model.sampled_softmax
     assert recorded["model.sampled_softmax"]["why"]
+
+
+def test_an_untrained_item_starts_last_unless_a_title_can_place_it():
+    counts = np.array([0, 0, 0, 50, 5, 0, 1])
+    plain = log_popularity(counts)
+    assert plain[5] == plain.min() and plain[3] > plain[4] > plain[6] > plain[5]
+    titled = log_popularity(counts, untrained_at_mean=True)
+    assert torch.allclose(titled[5], titled[[3, 4, 6]].mean()) and torch.equal(titled[[3, 4, 6]], plain[[3, 4, 6]])

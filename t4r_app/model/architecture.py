@@ -145,7 +145,7 @@ def build_model(
     )
     if model.output_bias == "popularity" and features is not None and features.counts is not None:
         with torch.no_grad():
-            task.output_bias.copy_(log_popularity(features.counts))
+            task.output_bias.copy_(log_popularity(features.counts, untrained_at_mean=model.title_embeddings == "feature"))
     return tr.Model(tr.Head(body, task, inputs=inputs))
 
 
@@ -161,17 +161,16 @@ def sampled_loss(model: ModelConfig, vocabulary: int, features: ItemFeatures | N
     return SampledLoss(negatives, model.loss, model.gbce_t)
 
 
-def log_popularity(counts: np.ndarray) -> torch.Tensor:
-    """log of each trained id's training frequency: a softmax over it is MostPopular's ranking.
+def log_popularity(counts: np.ndarray, untrained_at_mean: bool = False) -> torch.Tensor:
+    """log of each id's smoothed training frequency: a softmax over it is MostPopular's ranking.
 
-    An id without training interactions (a movie only in validation or test, a withheld or a
-    titles-only one) starts at the trained ids' mean instead: training has no evidence that it
-    is rare, and with title features its title, not a popularity of zero, should place it.
+    ``untrained_at_mean`` (title features) starts every id without training interactions at
+    the trained ids' mean instead: its title, not a count of zero, should place a new movie.
+    Without titles nothing speaks for such an item, and it starts last, as MostPopular has it.
     """
-    counts = np.asarray(counts, dtype=np.float64)
-    trained = counts > 0
-    if not trained.any():
-        return torch.zeros(len(counts))
-    logs = np.log(np.where(trained, counts, 1.0) / counts.sum())
-    logs[~trained] = logs[trained].mean()
+    smoothed = np.asarray(counts, dtype=np.float64) + 1.0
+    logs = np.log(smoothed / smoothed.sum())
+    trained = np.asarray(counts) > 0
+    if untrained_at_mean and trained.any():
+        logs[~trained] = logs[trained].mean()
     return torch.as_tensor(logs, dtype=torch.float32)
