@@ -166,14 +166,17 @@ def test_a_tie_with_the_target_counts_against_it():
     assert float(metric.compute()) == 0.0
 
 
-def test_auto_picks_the_loss_by_catalogue_size_and_explicit_values_win():
-    config = load_config(None, ["model.sampled_softmax=auto"])
+def test_auto_picks_the_loss_and_the_bias_by_catalogue_size_and_explicit_values_win():
+    config = load_config(None, ["model.sampled_softmax=auto", "model.output_bias=auto"])
     small, choices = auto_settings.resolve(config, auto_settings.AUTO_FULL_SOFTMAX_MAX)
-    assert small.model.sampled_softmax == 0 and "full softmax" in choices[0].why
+    assert small.model.sampled_softmax == 0 and small.model.output_bias is False
+    assert {choice.key for choice in choices} == {"model.sampled_softmax", "model.output_bias"}
+    assert all(choice.why for choice in choices)
     large, choices = auto_settings.resolve(config, 50_000)
-    assert large.model.sampled_softmax == auto_settings.AUTO_SAMPLED_NEGATIVES and "50,000 movies" in choices[0].why
-    explicit, choices = auto_settings.resolve(load_config(None, ["model.sampled_softmax=300"]), 50_000)
-    assert explicit.model.sampled_softmax == 300 and choices == []
+    assert large.model.sampled_softmax == auto_settings.AUTO_SAMPLED_NEGATIVES and large.model.output_bias == "popularity"
+    assert "50,000 movies" in choices[0].why
+    explicit, choices = auto_settings.resolve(load_config(None, ["model.sampled_softmax=300", "model.output_bias=true"]), 50_000)
+    assert explicit.model.sampled_softmax == 300 and explicit.model.output_bias is True and choices == []
 
 
 def test_loss_settings_are_checked():

@@ -42,8 +42,9 @@ def test_built_model_has_the_default_settings(schema):
     assert table.num_embeddings == vocabulary_size(schema) and table.embedding_dim == 64
     task = model.heads[0].prediction_task_dict["next-item"]
     assert task.weight_tying and task.item_embedding_table is table  # output layer = item embeddings
-    # by default no reference transform (measured: no gain), a per-item bias, and the seen-item weight
-    assert isinstance(task.transform, torch.nn.Identity) and task.output_bias.shape == (vocabulary_size(schema),)
+    # by default no reference transform (measured: no gain), no bias on a small catalogue
+    # (output_bias auto), and the seen-item weight
+    assert isinstance(task.transform, torch.nn.Identity) and task.output_bias is None
     assert task.seen_weight.shape == ()
 
 

@@ -16,7 +16,7 @@ from transformers4rec.config.transformer import BertConfig, GPT2Config
 from transformers4rec.torch.masking import CausalLanguageModeling, MaskSequence
 
 from t4r_app.config import ModelConfig
-from t4r_app.model.auto_settings import sampled_softmax_choice
+from t4r_app.model.auto_settings import output_bias_choice, sampled_softmax_choice
 from t4r_app.model.head import NextItemHead
 from t4r_app.model.head_sampling import SampledLoss, SharedNegatives
 from t4r_app.model.item_features import ItemFeatures
@@ -132,18 +132,19 @@ def build_model(
     body = tr.SequentialBlock(inputs, tr.TransformerBlock(config, masking=masking))
     ks = sorted(set(top_ks or []) | {MONITOR_K})
     vocabulary = vocabulary_size(items)
+    bias = output_bias_choice(model, len(movie_ids(vocabulary))).value
     task = NextItemHead(
         d_model=model.d_model,
         vocabulary=vocabulary,
         transform=model.output_transform,
-        bias=model.output_bias is not False,
+        bias=bias is not False,
         seen_item_weight=model.seen_item_weight,
         layer_norm_eps=model.layer_norm_eps,
         metrics=[NDCGAt(top_ks=ks), RecallAt(top_ks=ks)],
         scorable=None if features is None else features.scorable,
         sampled_loss=sampled_loss(model, vocabulary, features),
     )
-    if model.output_bias == "popularity" and features is not None and features.counts is not None:
+    if bias == "popularity" and features is not None and features.counts is not None:
         with torch.no_grad():
             task.output_bias.copy_(log_popularity(features.counts, untrained_at_mean=model.title_embeddings == "feature"))
     return tr.Model(tr.Head(body, task, inputs=inputs))
