@@ -51,7 +51,7 @@ from pathlib import Path
 
 import statistics
 
-from bench.common import write_report
+from bench.common import commit, write_report
 from t4r_app.evaluate.results import EvaluationResults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,13 +244,6 @@ def markdown(report: dict) -> str:
             f"{_cell(values, 'test_full_unseen_ndcg@10')} | {_cell(values, 'test_full_hr@10')} |"
         )
     return "\n".join(lines)
-
-
-def commit() -> str:
-    """The measured code: HEAD, marked dirty when tracked files differ from it."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT).stdout
-    return f"{head or 'unknown'}{'-dirty' if dirty.strip() else ''}"
 
 
 def time_title_encoding(count: int = 40_000) -> dict:

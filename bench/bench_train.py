@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from bench.common import write_report
+from bench.common import commit, write_report
 from t4r_app.config import load_config
 from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 from t4r_app.evaluate.protocol import evaluate_run
@@ -210,7 +210,7 @@ def catalogue_scaling(steps: int) -> dict:
     for row in rows:
         if "windows_per_s" in row:
             row["share_of_2k_full_rate"] = round(row["windows_per_s"] / baseline, 2)
-    return {"torch_threads": 1, "batch_size": 128, "steps_timed": steps, "rows": rows}
+    return {"commit": commit(), "torch_threads": 1, "batch_size": 128, "steps_timed": steps, "rows": rows}
 
 
 def main() -> None:

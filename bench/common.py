@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_report(report: dict, output: str | Path) -> None:
@@ -22,3 +25,10 @@ def run_concurrently(worker: Callable[[int], None], count: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def commit() -> str:
+    """The measured code: HEAD, marked dirty when tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT).stdout
+    return f"{head or 'unknown'}{'-dirty' if dirty.strip() else ''}"

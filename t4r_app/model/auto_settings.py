@@ -20,6 +20,10 @@ AUTO_FULL_SOFTMAX_MAX = 8_192
 AUTO_SAMPLED_NEGATIVES = 2_048
 
 
+# The reason of a value the config gave outright: not a choice, so not recorded.
+EXPLICIT = "set in the config"
+
+
 @dataclass(frozen=True)
 class Choice:
     key: str
@@ -30,7 +34,7 @@ class Choice:
 def sampled_softmax_choice(model: ModelConfig, movies: int) -> Choice:
     key = "model.sampled_softmax"
     if model.sampled_softmax != "auto":
-        return Choice(key, model.sampled_softmax, "set in the config")
+        return Choice(key, model.sampled_softmax, EXPLICIT)
     if movies <= AUTO_FULL_SOFTMAX_MAX:
         return Choice(key, 0, f"{movies:,} movies <= {AUTO_FULL_SOFTMAX_MAX:,}: the full softmax is cheap and exact")
     return Choice(
@@ -48,7 +52,7 @@ def output_bias_choice(model: ModelConfig, movies: int) -> Choice:
     did not help (test NDCG@10 0.079 on one seed, against the 0.10 the default had without it)."""
     key = "model.output_bias"
     if model.output_bias != "auto":
-        return Choice(key, model.output_bias, "set in the config")
+        return Choice(key, model.output_bias, EXPLICIT)
     if movies <= AUTO_FULL_SOFTMAX_MAX:
         return Choice(key, False, f"{movies:,} movies <= {AUTO_FULL_SOFTMAX_MAX:,}: no bias (the full softmax learns popularity quickly)")
     return Choice(key, "popularity", f"{movies:,} movies > {AUTO_FULL_SOFTMAX_MAX:,}: a bias started at log popularity")
@@ -57,7 +61,7 @@ def output_bias_choice(model: ModelConfig, movies: int) -> Choice:
 def resolve(config: AppConfig, movies: int) -> tuple[AppConfig, list[Choice]]:
     """``config`` with every ``auto`` replaced, and the choices that were made (explicit values left out)."""
     made = (sampled_softmax_choice(config.model, movies), output_bias_choice(config.model, movies))
-    choices = [choice for choice in made if choice.why != "set in the config"]
+    choices = [choice for choice in made if choice.why != EXPLICIT]
     model = config.model
     for choice in choices:
         model = dataclasses.replace(model, **{choice.key.split(".", 1)[1]: choice.value})
