@@ -89,7 +89,7 @@ def loader_comparison(data_dir: Path, max_length: int, steps: int = 12) -> dict:
     from t4r_app.model.architecture import build_model, item_schema
     from t4r_app.model.saved_run import load_schema
     from t4r_app.train.trainer import training_loader
-    from t4r_app.train.windows import training_histories
+    from t4r_app.data.split_views import training_histories
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
     schema = item_schema(load_schema(data_dir / "train"))
@@ -130,7 +130,7 @@ def profile_step(data_dir: Path, max_length: int, steps: int = 4, top: int = 10)
     from t4r_app.model.architecture import build_model, item_schema
     from t4r_app.model.saved_run import load_schema
     from t4r_app.train.trainer import training_loader
-    from t4r_app.train.windows import training_histories
+    from t4r_app.data.split_views import training_histories
 
     config = load_config(DEFAULT_CONFIG, [f"preprocess.max_seq_length={max_length}"])
     schema = item_schema(load_schema(data_dir / "train"))

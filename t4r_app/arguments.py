@@ -324,10 +324,11 @@ class EvaluateArgs:
     summary: ClassVar[str] = "score a trained run and the baselines on validation and test"
     description: ClassVar[str] = (
         "HR@k, NDCG@k and MRR for the model, MostPopular and a first-order Markov model (fitted on each "
-        "sequence's whole training part), ranked three ways: over all movies ('full'), with the session's "
-        "own movies left out ('full_unseen'), and the BERT4Rec paper's sampled protocol (100 "
+        "sequence's whole training part), ranked three ways: over all movies ('full'), with every movie the "
+        "user watched before the target left out ('full_unseen'), and the BERT4Rec paper's sampled protocol (100 "
         "popularity-sampled negatives). The model's NDCG@10 minus each baseline's comes with a paired "
-        "bootstrap 95% interval, and a line says where the model does NOT beat a baseline on validation. "
+        "bootstrap 95% interval over the users, and a line says where, on validation, that interval is not above 0 "
+        "(the model loses, or is not distinguishable from the baseline). "
         "Writes RUN_DIR/eval.json, RUN_DIR/report.md and RUN_DIR/eval_plot.png; settings come from the "
         "run's config (evaluate.*)."
     )

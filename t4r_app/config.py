@@ -237,7 +237,7 @@ class EvalConfig:
     # Keys older configs may still hold, dropped with a warning so that old runs still load.
     retired: typing.ClassVar[dict[str, str]] = {
         "exclude_seen": "evaluate always reports both 'full' (all movies) and 'full_unseen' "
-        "(the session's own movies left out); for recommendations see serve.exclude_seen",
+        "(the user's watched movies left out); for recommendations see serve.exclude_seen",
     }
 
     top_ks: list[int] = _field([1, 5, 10, 20], "Cut-offs k of HR@k and NDCG@k.")

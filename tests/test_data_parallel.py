@@ -16,7 +16,8 @@ from conftest import TINY_MODEL, tiny_config
 from t4r_app.model.architecture import max_sequence_length, trainer_metric, vocabulary_size
 from t4r_app.model.saved_run import load_run
 from t4r_app.train.trainer import train, training_arguments, training_loader, validation_loader
-from t4r_app.train.windows import EpochShuffle, training_histories
+from t4r_app.data.split_views import training_histories
+from t4r_app.train.windows import EpochShuffle
 
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 4

@@ -38,7 +38,9 @@ def test_shuffled_targets_score_like_popularity(demo_run):
     eval_set = make_eval_set("test", read_split(data_dir, "test").items, item_counts(train, vocabulary), 20, 0)
     score = model_scorer(run.model, max_sequence_length(run.schema))
     true = evaluate_scorer(score, eval_set, [10]).full
-    shuffled = EvalSet("shuffled", eval_set.inputs, np.random.default_rng(0).permutation(eval_set.targets), eval_set.negatives)
+    shuffled = EvalSet(
+        "shuffled", eval_set.inputs, np.random.default_rng(0).permutation(eval_set.targets), eval_set.negatives, eval_set.known
+    )
     scrambled = evaluate_scorer(score, shuffled, [10]).full
     popular = evaluate_scorer(MostPopular(train, vocabulary).score, shuffled, [10]).full
     assert scrambled.ndcg[10] < 0.6 * true.ndcg[10]

@@ -15,9 +15,11 @@ from conftest import read_split as read_frame
 from t4r_app.cli import _print_validation_verdicts, main
 from t4r_app.config import load_config
 from t4r_app.data.item_sequences import ItemSequences, read_split
+from t4r_app.data.split_views import known_histories, training_histories
 from t4r_app.evaluate.metrics import RankingMetrics, ranking_metrics, target_ranks
 from t4r_app.evaluate.protocol import (
     EvalSet,
+    NonFiniteScores,
     compare_ranks,
     evaluate_results,
     evaluate_scorer,
@@ -26,12 +28,11 @@ from t4r_app.evaluate.protocol import (
     sample_negatives,
     scorer_ranks,
 )
-from t4r_app.evaluate.report import baseline_verdicts, verdict_lines
-from t4r_app.evaluate.results import EvaluationResults, ScorerResults, SplitResults
+from t4r_app.evaluate.report import INTERVAL_SCOPE, baseline_verdicts, verdict, verdict_lines
+from t4r_app.evaluate.results import BootstrapComparison, EvaluationResults, ScorerResults, SplitResults
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.model.saved_run import MONITOR_METRIC, load_run
 from t4r_app.train.trainer import training_arguments
-from t4r_app.train.windows import training_histories
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +94,11 @@ def test_sampled_negatives_are_fixed_popular_unseen_and_never_the_target():
     assert counts[9:15].sum() > counts[30:36].sum()  # drawn by popularity
 
 
-def test_one_scoring_pass_ranks_over_all_movies_and_without_the_sessions_own():
+def test_one_scoring_pass_ranks_over_all_movies_and_without_the_users_watched_movies():
     inputs = ItemSequences.from_lists([[3, 4], [5, 6]])
-    eval_set = EvalSet("t", inputs, np.array([4, 7]), np.array([[5, 6], [3, 4]]))
+    # Row 1's user also watched 3 before the window: it is left out too.
+    known = ItemSequences.from_lists([[3, 4], [3, 5, 6]])
+    eval_set = EvalSet("t", inputs, np.array([4, 7]), np.array([[5, 6], [3, 4]]), known)
     calls = []
 
     def repeat_last(sessions, rows):  # scores the session's last movie highest, then id order
@@ -111,9 +114,43 @@ def test_one_scoring_pass_ranks_over_all_movies_and_without_the_sessions_own():
     kept, excluded = results.full, results.full_unseen
     assert kept.hr[1] == 0.5  # row 0 repeats its last movie
     assert excluded.hr[1] == 0.0  # a seen target cannot be recommended any more
-    # row 1 (target 7): 6 (its last), 3, 4, 5 rank above 7 over all movies; without 5 and 6 only 3, 4 do
+    # row 1 (target 7): 6 (its last), 3, 4, 5 rank above 7 over all movies; without 3, 5 and 6 only 4 does
     assert scorer_ranks(repeat_last, eval_set)["full"][1] == 5
-    assert scorer_ranks(repeat_last, eval_set)["full_unseen"][1] == 3
+    assert scorer_ranks(repeat_last, eval_set)["full_unseen"][1] == 2
+
+
+def test_a_nan_or_plus_infinity_score_is_an_error_naming_the_scorer_and_minus_infinity_ranks_last():
+    eval_set = make_eval_set("valid", ItemSequences.from_lists([[3, 4, 5], [6, 7]]), np.ones(10), 2, seed=0)
+
+    def scores_with(value):
+        def scorer(sessions, rows):
+            scores = np.tile(np.arange(10.0), (rows.stop - rows.start, 1))
+            scores[-1, 8] = value
+            return scores
+        return scorer
+
+    for bad in (np.nan, np.inf):
+        with pytest.raises(NonFiniteScores, match=r"broken gave 1 NaN or \+inf movie score\(s\) on valid rows 1\.\.1"):
+            scorer_ranks(scores_with(bad), eval_set, name="broken")
+    ranks = scorer_ranks(scores_with(-np.inf), eval_set)["full"]
+    assert ranks[1] == 1  # target 7: 8 may not be recommended and 9 is [MASK], not a movie
+
+
+def test_known_histories_hold_the_whole_past_of_each_user(tiny_data):
+    valid, test = read_split(tiny_data, "valid"), read_split(tiny_data, "test")
+    known_valid = known_histories(tiny_data, "valid", valid.users)
+    known_test = known_histories(tiny_data, "test", test.users)
+    inputs, _ = test.items.split_last()
+    window = max(inputs.lengths)
+    assert (known_test.lengths >= inputs.lengths).all() and (known_test.lengths > window).any()
+    valid_row = {user: index for index, user in enumerate(valid.users)}
+    for index, user in enumerate(test.users):
+        assert (known_test.row(index)[-inputs.lengths[index]:] == inputs.row(index)).all()  # ends with the inputs
+        if user in valid_row:  # leave-one-out: the test past is the validation past plus the validation target
+            row = valid_row[user]
+            assert (known_test.row(index) == np.append(known_valid.row(row), valid.items.row(row)[-1])).all()
+    with pytest.raises(ValueError, match="no test example"):
+        known_histories(tiny_data, "test", np.array([10**9]))
 
 
 def test_leaving_seen_movies_out_only_lifts_unseen_targets(loaded, tiny_data):
@@ -170,22 +207,40 @@ def test_old_configs_with_evaluate_exclude_seen_still_load(tmp_path):
     assert config.evaluate.top_ks == [5, 10] and not hasattr(config.evaluate, "exclude_seen")
 
 
-def test_verdicts_say_plainly_where_the_model_loses():
+def test_verdicts_follow_the_interval_not_the_point_estimate():
     def ndcg(value):
         return RankingMetrics(hr={}, ndcg={10: value}, mrr=0.0, count=1)
 
     def scored(value):
         return ScorerResults(full=ndcg(value), full_unseen=ndcg(value + 0.1), sampled=ndcg(value))
 
-    def split(model, markov, popular):
-        return SplitResults(scored(model), {"most_popular": scored(popular), "markov": scored(markov)}, {}, {})
+    def compared(low, high):
+        return {protocol: BootstrapComparison((low + high) / 2, (low, high), 1000) for protocol in ("full", "full_unseen")}
 
-    results = EvaluationResults({"valid": split(0.041, 0.060, 0.02), "test": split(0.5, 0.1, 0.1)}, settings=None)  # verdicts read no setting
+    def split(model, markov, popular, markov_interval, popular_interval):
+        baselines = {"most_popular": scored(popular), "markov": scored(markov)}
+        comparison = {"most_popular": compared(*popular_interval), "markov": compared(*markov_interval)}
+        return SplitResults(scored(model), baselines, comparison, {})
+
+    results = EvaluationResults({
+        # Higher than MostPopular, but its interval straddles 0: not a win.
+        "valid": split(0.041, 0.060, 0.040, (-0.03, -0.01), (-0.002, 0.004)),
+        "test": split(0.5, 0.1, 0.1, (0.3, 0.5), (0.3, 0.5)),
+    }, settings=None)  # verdicts read no setting
     assert baseline_verdicts(results) == [
-        "validation: the model does NOT beat markov over all movies (0.041 vs 0.060 NDCG@10)",
-        "validation: the model does NOT beat markov with the session's own movies left out (0.141 vs 0.160 NDCG@10)",
+        "validation: the model is NOT distinguishable from most_popular over all movies (0.041 vs 0.040 NDCG@10; "
+        "95% interval of the difference [-0.002, +0.004])",
+        "validation: the model LOSES to markov over all movies (0.041 vs 0.060 NDCG@10; "
+        "95% interval of the difference [-0.030, -0.010])",
+        "validation: the model is NOT distinguishable from most_popular with the user's watched movies left out "
+        "(0.141 vs 0.140 NDCG@10; 95% interval of the difference [-0.002, +0.004])",
+        "validation: the model LOSES to markov with the user's watched movies left out (0.141 vs 0.160 NDCG@10; "
+        "95% interval of the difference [-0.030, -0.010])",
     ]
     assert baseline_verdicts(results, "test") == []
+    assert verdict_lines(results, "test")[0].startswith("test: the model beats every baseline")
+    assert verdict_lines(results, "test")[-1] == INTERVAL_SCOPE
+    assert [verdict(0.001, 0.2), verdict(-0.2, -0.001), verdict(-0.1, 0.1)] == ["beats", "loses", "not distinguishable"]
 
 
 def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_copy, capsys):
@@ -211,7 +266,7 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_
                 assert comparison["ci95"][0] <= difference <= comparison["ci95"][1]
     assert "exclude_seen" not in saved["settings"]
     report = (tiny_run / "report.md").read_text()
-    rows = ["| over all movies | BERT4Rec |", "| with the session's own movies left out | Markov (1st order) |",
+    rows = ["| over all movies | BERT4Rec |", "| with the user's watched movies left out | Markov (1st order) |",
             "| sampled (100 negatives) | MostPopular |", "| MostPopular | over all movies | "]
     for text in rows + verdict_lines(EvaluationResults.from_json(saved), "valid"):
         assert text in printed and text in report
@@ -226,6 +281,7 @@ def test_training_prints_the_validation_verdicts_without_touching_eval_json(tiny
     results = evaluate_results(tiny_run, splits=("valid",), progress=False)
     assert set(results.to_json()) == {"valid", "settings"}
     assert printed == verdict_lines(results, "valid")
-    assert printed and all(line.startswith("validation: the model ") for line in printed)
+    assert printed[-1] == INTERVAL_SCOPE
+    assert len(printed) > 1 and all(line.startswith("validation: the model ") for line in printed[:-1])
     after = (tiny_run / "eval.json").read_text() if (tiny_run / "eval.json").exists() else None
     assert after == before

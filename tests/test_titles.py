@@ -18,7 +18,7 @@ from t4r_app.errors import ConfigError, RunError
 from t4r_app.evaluate.baselines import TitlePopularity
 from t4r_app.evaluate.protocol import evaluate_run, target_slices
 from t4r_app.model.architecture import build_model, item_schema, vocabulary_size
-from t4r_app.model.item_features import withheld_movies
+from t4r_app.data.split_views import training_histories, withheld_movies
 from t4r_app.model.saved_run import load_run, load_schema
 from t4r_app.model.title_embedding import T4R_EMBEDDING_STD
 from t4r_app.serve.export import export_run, load_exported, trace_model
@@ -26,7 +26,6 @@ from t4r_app.serve.recommender import Recommender
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import TritonServer, free_port
 from t4r_app.train.trainer import train
-from t4r_app.train.windows import training_histories
 
 WINDOW = 12
 

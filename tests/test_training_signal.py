@@ -12,7 +12,8 @@ from t4r_app.model.architecture import build_model, item_schema
 from t4r_app.model.head import seen_keys
 from t4r_app.model.inference import next_item_scores
 from t4r_app.model.saved_run import load_schema
-from t4r_app.train.windows import WindowDataset, WindowLoader, training_histories, window_bounds
+from t4r_app.data.split_views import training_histories
+from t4r_app.train.windows import WindowDataset, WindowLoader, window_bounds
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,14 @@ Every scorer is ranked three ways from one scoring pass:
 
 * ``full``: each target is ranked against every movie (ids that are not movies, such as
   padding and [MASK], are left out).
-* ``full_unseen``: the same, with the session's own movies left out too, for model and
-  baselines alike. Where nobody watches a movie twice (MovieLens) a seen movie is never the
-  answer, so this is the ranking a product that hides seen movies shows; a target that is
-  itself in the session can then not be found (it ranks last).
+* ``full_unseen``: the same, with every movie the user is known to have watched before the
+  target left out (``data.split_views.known_histories``: the whole training history and the
+  inputs, not only the model's window of them), for model and baselines alike. Where nobody
+  watches a movie twice (MovieLens) a seen movie is never the answer, so this is the ranking a
+  product that hides seen movies shows; a target the user already watched can then not be
+  found (it ranks last).
 * ``sampled``: the BERT4Rec paper's protocol. Each target is ranked against negatives drawn
-  by training popularity, without replacement, from movies the session has not seen, with
+  by training popularity, without replacement, from movies the user has not watched, with
   a fixed seed, so every scorer meets the same negatives.
 
 The model's NDCG@10 is compared with each baseline's on the same rows by a paired bootstrap
@@ -17,10 +19,12 @@ The model's NDCG@10 is compared with each baseline's on the same rows by a paire
 ``rare``, the least-watched 20% of the movies with training interactions, and ``cold``,
 movies with none (seen only in validation or test, or withheld by ``train.withhold_movies``).
 Over all movies a cold target has to beat every trained one, which no scorer here does, so
-the cold slice also ranks it ``among_cold``: among the untrained movies only, the session's
+the cold slice also ranks it ``among_cold``: among the untrained movies only, the user's
 own left out (a "new arrivals" shelf). The baselines are fitted on each sequence's whole training
-part (``train.windows.training_histories``), not on the model's window of it in ``train/``.
+part (``data.split_views.training_histories``), not on the model's window of it in ``train/``.
 The target is never given to a scorer: inputs are the sequences without their last item.
+A scorer that gives a movie NaN or +inf is an error (``NonFiniteScores``): a NaN would
+otherwise rank first and count as a hit. -inf is a movie the scorer may never recommend.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from t4r_app.evaluate.results import (
     EvaluationSettings,
     ScorerResults,
     SliceResults,
+    UNSEEN_LEAVES_OUT,
     SplitResults,
 )
 from workflow.columns import EXCLUDED, movie_ids
@@ -57,16 +62,21 @@ Scorer = Callable[[ItemSequences, slice], np.ndarray]
 """Scores over item ids for ``sessions`` rows in ``rows``; shape (rows, vocabulary)."""
 
 
+class NonFiniteScores(RunError):
+    """A scorer gave NaN or an infinity to a movie: no rank means anything then."""
+
+
 @dataclass
 class EvalSet:
     name: str
     inputs: ItemSequences
     targets: np.ndarray
     negatives: np.ndarray
+    known: ItemSequences  # per row, every movie the user watched before the target (inputs included)
 
 
 def sample_negatives(
-    inputs: ItemSequences,
+    known: ItemSequences,
     targets: np.ndarray,
     popularity: np.ndarray,
     count: int,
@@ -74,7 +84,7 @@ def sample_negatives(
 ) -> np.ndarray:
     """``count`` popularity-weighted negatives per target, never the target itself.
 
-    Movies the session has seen are avoided when enough others remain (tiny catalogues).
+    Movies the user has watched (``known``) are avoided when enough others remain (tiny catalogues).
     Every movie keeps a weight of at least one interaction so that all can be drawn.
     """
     vocabulary = len(popularity)
@@ -88,23 +98,30 @@ def sample_negatives(
         row_weights = weights.copy()
         row_weights[target] = 0.0
         unseen = row_weights.copy()
-        unseen[inputs.row(index)] = 0.0
+        unseen[known.row(index)] = 0.0
         if np.count_nonzero(unseen) >= count:
             row_weights = unseen
         negatives[index] = rng.choice(vocabulary, size=count, replace=False, p=row_weights / row_weights.sum())
     return negatives
 
 
-def make_eval_set(name: str, sequences: ItemSequences, popularity: np.ndarray, count: int, seed: int) -> EvalSet:
+def make_eval_set(
+    name: str, sequences: ItemSequences, popularity: np.ndarray, count: int, seed: int, known: ItemSequences | None = None
+) -> EvalSet:
+    """The split's inputs and targets; ``known`` defaults to the inputs (a history that starts with the window)."""
     inputs, targets = sequences.split_last()
-    return EvalSet(name, inputs, targets, sample_negatives(inputs, targets, popularity, count, seed))
+    known = inputs if known is None else known
+    if len(known) != len(targets):
+        raise ValueError(f"{name}: {len(known)} known histories for {len(targets)} targets")
+    return EvalSet(name, inputs, targets, sample_negatives(known, targets, popularity, count, seed), known)
 
 
 def scorer_ranks(
-    scorer: Scorer, eval_set: EvalSet, batch_size: int = 512, cold: np.ndarray | None = None
+    scorer: Scorer, eval_set: EvalSet, batch_size: int = 512, cold: np.ndarray | None = None, name: str = "scorer"
 ) -> dict[str, np.ndarray]:
     """The target's rank in every row under each protocol, from one scoring pass; with ``cold``
-    (a mask over item ids) also AMONG_COLD, meaningful in the rows whose target is cold."""
+    (a mask over item ids) also AMONG_COLD, meaningful in the rows whose target is cold.
+    Raises NonFiniteScores, naming ``name``, where a movie's score is NaN or infinite."""
     ranks: dict[str, list[np.ndarray]] = {protocol: [] for protocol in PROTOCOLS + ((AMONG_COLD,) if cold is not None else ())}
     not_movies = None
     for start in range(0, len(eval_set.targets), batch_size):
@@ -113,17 +130,30 @@ def scorer_ranks(
         if not_movies is None:
             not_movies = np.ones(scores.shape[1], dtype=bool)
             not_movies[movie_ids(scores.shape[1])] = False
+        _check_finite(scores[:, ~not_movies], name, eval_set.name, rows)
         scores[:, not_movies] = EXCLUDED
         targets = eval_set.targets[rows]
         ranks["full"].append(target_ranks(scores, targets))
         ranks["sampled"].append(sampled_ranks(scores, targets, eval_set.negatives[rows]))
         # In place: the scores are this batch's own copy and nothing reads them afterwards.
-        scores[eval_set.inputs.cells(rows.start, rows.stop)] = EXCLUDED
+        scores[eval_set.known.cells(rows.start, rows.stop)] = EXCLUDED
         ranks["full_unseen"].append(target_ranks(scores, targets))
         if cold is not None:
             scores[:, ~cold] = EXCLUDED
             ranks[AMONG_COLD].append(target_ranks(scores, targets))
     return {protocol: np.concatenate(parts) for protocol, parts in ranks.items()}
+
+
+def _check_finite(movie_scores: np.ndarray, scorer: str, split: str, rows: slice) -> None:
+    """-inf is a movie the scorer may never recommend (it ranks last); NaN and +inf have no rank."""
+    invalid = np.isnan(movie_scores) | np.isposinf(movie_scores)
+    if invalid.any():
+        bad_rows, _ = np.nonzero(invalid)
+        raise NonFiniteScores(
+            f"{scorer} gave {int(invalid.sum()):,} NaN or +inf movie score(s) on {split} rows "
+            f"{rows.start + bad_rows.min()}..{rows.start + bad_rows.max()}: its ranks would mean nothing; "
+            "check the run (a diverged training leaves NaN weights)"
+        )
 
 
 def evaluate_scorer(scorer: Scorer, eval_set: EvalSet, top_ks: list[int], batch_size: int = 512) -> ScorerResults:
@@ -196,12 +226,11 @@ def evaluate_results(
     from tqdm.auto import tqdm
 
     from t4r_app.data.item_sequences import read_split
+    from t4r_app.data.split_views import known_histories, training_histories, withheld_movies
     from t4r_app.data.title_vectors import load_title_vectors
     from t4r_app.evaluate.baselines import Markov, MostPopular, TitlePopularity, item_counts
     from t4r_app.model.architecture import max_sequence_length, vocabulary_size
-    from t4r_app.model.item_features import withheld_movies
     from t4r_app.model.saved_run import load_run, load_schema
-    from t4r_app.train.windows import training_histories
 
     run = load_run(run_dir)
     data_dir = Path(data_dir or run.info.data_dir)
@@ -230,11 +259,16 @@ def evaluate_results(
     results: dict[str, SplitResults] = {}
     with tqdm(total=len(splits) * len(scorers), desc="evaluate", unit="scorer", disable=not progress) as bar:
         for split in splits:
-            eval_set = make_eval_set(split, read_split(data_dir, split).items, popularity, settings.sampled_negatives, seed)
+            rows = read_split(data_dir, split)
+            known = known_histories(data_dir, split, rows.users)
+            eval_set = make_eval_set(split, rows.items, popularity, settings.sampled_negatives, seed, known)
             ranks = {}
             for name, scorer in scorers.items():
                 bar.set_postfix_str(f"{split}/{name}")
-                ranks[name] = scorer_ranks(scorer, eval_set, cold=cold)
+                try:
+                    ranks[name] = scorer_ranks(scorer, eval_set, cold=cold, name=name)
+                except NonFiniteScores as error:
+                    raise NonFiniteScores(f"{run_dir}: {error}") from None
                 bar.update()
             results[split] = _split_results(ranks, target_slices(eval_set.targets, popularity), top_ks, seed)
     return EvaluationResults(
@@ -251,6 +285,7 @@ def evaluate_results(
                 "cold": f"targets without training interactions; {AMONG_COLD}: ranked among the {int(cold.sum())} such movies",
             },
             data_dir=str(data_dir),
+            unseen_leaves_out=UNSEEN_LEAVES_OUT,
         ),
     )
 

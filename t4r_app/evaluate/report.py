@@ -20,7 +20,7 @@ SCORER_LABELS = {
 SLICE_TITLES = {"rare": "rare targets (least-watched 20% of trained movies)", "cold": "cold targets (no training interactions)"}
 SPLIT_TITLES = {"valid": "validation", "test": "test"}
 # How each ranking is named in tables and in the verdict sentences.
-RANKINGS = {"full": "over all movies", "full_unseen": "with the session's own movies left out"}
+RANKINGS = {"full": "over all movies", "full_unseen": "with the user's watched movies left out"}
 PLOTTED_K = 10
 
 Column = tuple[str, Callable[[RankingMetrics], float]]
@@ -64,14 +64,16 @@ def report_table(results: EvaluationResults, split: str) -> str:
 
 
 def comparison_table(results: EvaluationResults, split: str) -> str:
-    """Model minus baseline NDCG@10 per ranking, with the paired bootstrap interval."""
+    """Model minus baseline NDCG@10 per ranking, with the paired bootstrap interval and its verdict."""
     rows = []
     for name, by_protocol in results.splits[split].comparison.items():
         for protocol, comparison in by_protocol.items():
             low, high = comparison.ci95
             label = SCORER_LABELS.get(name, name)
-            rows.append([label, RANKINGS[protocol], f"{comparison.difference:+.4f}", f"[{low:+.4f}, {high:+.4f}]"])
-    return _markdown(["baseline", "ranking", f"BERT4Rec minus baseline, NDCG@{COMPARED_K}", "95% interval"], rows)
+            rows.append([label, RANKINGS[protocol], f"{comparison.difference:+.4f}", f"[{low:+.4f}, {high:+.4f}]",
+                         verdict(low, high)])
+    header = ["baseline", "ranking", f"BERT4Rec minus baseline, NDCG@{COMPARED_K}", "95% interval", "verdict"]
+    return _markdown(header, rows)
 
 
 def slices_table(results: EvaluationResults, split: str) -> str:
@@ -91,33 +93,48 @@ def slices_table(results: EvaluationResults, split: str) -> str:
     return _markdown(["targets", "scorer", *header], rows)
 
 
+# What the verdicts' intervals do and do not cover: said wherever a verdict is printed.
+INTERVAL_SCOPE = (
+    "The 95% intervals are a paired bootstrap over this split's users: they cover which users were "
+    "drawn, not which training seed; a second seed can move the model by more."
+)
+
+
+def verdict(low: float, high: float) -> str:
+    """"beats" when the interval of model minus baseline lies above 0, "loses" below, else "not distinguishable"."""
+    if low > 0:
+        return "beats"
+    if high < 0:
+        return "loses"
+    return "not distinguishable"
+
+
 def baseline_verdicts(results: EvaluationResults, split: str = "valid") -> list[str]:
-    """One sentence per baseline and ranking where the model's NDCG@10 does not beat it."""
+    """One sentence per baseline and ranking where the model does not clearly beat it (its interval is not above 0)."""
     split_results = results.splits[split]
-    verdicts = []
+    lines = []
     for protocol, ranking in RANKINGS.items():
         model = split_results.model.protocol(protocol).ndcg[COMPARED_K]
         for name, scorer in split_results.baselines.items():
-            theirs = scorer.protocol(protocol).ndcg[COMPARED_K]
-            if model > theirs:
+            low, high = split_results.comparison[name][protocol].ci95
+            outcome = verdict(low, high)
+            if outcome == "beats":
                 continue
-            comparison = split_results.comparison.get(name, {}).get(protocol)
-            detail = ""
-            if comparison:
-                low, high = comparison.ci95
-                detail = f"; 95% interval of the difference [{low:+.3f}, {high:+.3f}]"
-            verdicts.append(
-                f"{SPLIT_TITLES[split]}: the model does NOT beat {name} {ranking} "
-                f"({model:.3f} vs {theirs:.3f} NDCG@{COMPARED_K}{detail})"
+            said = "LOSES to" if outcome == "loses" else "is NOT distinguishable from"
+            theirs = scorer.protocol(protocol).ndcg[COMPARED_K]
+            lines.append(
+                f"{SPLIT_TITLES[split]}: the model {said} {name} {ranking} ({model:.3f} vs {theirs:.3f} "
+                f"NDCG@{COMPARED_K}; 95% interval of the difference [{low:+.3f}, {high:+.3f}])"
             )
-    return verdicts
+    return lines
 
 
 def verdict_lines(results: EvaluationResults, split: str = "valid") -> list[str]:
-    """``baseline_verdicts``, or one line saying the model beats them all."""
-    return baseline_verdicts(results, split) or [
-        f"{SPLIT_TITLES[split]}: the model beats every baseline on NDCG@{COMPARED_K}, {' and '.join(RANKINGS.values())}"
-    ]
+    """``baseline_verdicts``, or one line saying the model beats them all; then what the intervals cover."""
+    return (baseline_verdicts(results, split) or [
+        f"{SPLIT_TITLES[split]}: the model beats every baseline on NDCG@{COMPARED_K}, {' and '.join(RANKINGS.values())} "
+        "(each 95% interval of the difference above 0)"
+    ]) + [INTERVAL_SCOPE]
 
 
 def write_report(results: EvaluationResults, run_dir: Path) -> Path:
@@ -128,14 +145,16 @@ def write_report(results: EvaluationResults, run_dir: Path) -> Path:
         "# BERT4Rec evaluation",
         "",
         f"Data: `{settings.data_dir}`. Each target is ranked {RANKINGS['full']}, {RANKINGS['full_unseen']} "
-        "(the same rule for every scorer; a target the session already holds then ranks last), and in the "
+        f"({settings.unseen_leaves_out}; the same rule for every scorer, and a target the user already watched "
+        "then ranks last), and in the "
         f"sampled protocol against {settings.sampled_negatives} popularity-sampled negatives "
         f"(seed {settings.seed}). Ties count against the target. The baselines are fitted on "
         f"{settings.baselines_fitted_on}. Differences: paired bootstrap over the evaluation rows "
         f"({bootstrap.resamples:,} resamples, seed {bootstrap.seed}).",
     ]
     if "valid" in results.splits:
-        parts += ["", *(f"- **{line}**" for line in verdict_lines(results, "valid"))]
+        *verdicts, scope = verdict_lines(results, "valid")
+        parts += ["", *(f"- **{line}**" for line in verdicts), "", scope]
     for split in splits:
         parts += [
             "",

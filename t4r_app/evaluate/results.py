@@ -133,6 +133,11 @@ class BootstrapSettings:
     level: float
 
 
+# What full_unseen left out before it left out the whole known history (eval.json without the key).
+OLD_UNSEEN = "the model's input window of the session"
+UNSEEN_LEAVES_OUT = "every movie the user watched before the target: the whole training history and the inputs"
+
+
 @dataclass(frozen=True)
 class EvaluationSettings:
     """How the numbers were made; eval.json's ``settings``, field for field."""
@@ -145,11 +150,13 @@ class EvaluationSettings:
     baselines_fitted_on: str
     slices: dict[str, str]  # slice name -> what its targets are
     data_dir: str
+    unseen_leaves_out: str = OLD_UNSEEN  # what full_unseen leaves out of each ranking
 
     @classmethod
     def from_json(cls, data: dict) -> "EvaluationSettings":
-        # Keys of older files that no longer mean anything (evaluate.exclude_seen) are left out.
-        values = {f.name: data[f.name] for f in fields(cls)}
+        # Keys of older files that no longer mean anything (evaluate.exclude_seen) are left out;
+        # fields newer than the file keep their defaults.
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         return cls(**{**values, "bootstrap": BootstrapSettings(**values["bootstrap"])})
 
 

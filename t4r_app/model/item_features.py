@@ -55,16 +55,6 @@ class ItemFeatures:
             return cls(saved["trained"], saved["scorable"], titles)
 
 
-def withheld_movies(data_dir: str | Path, share: float, seed: int) -> np.ndarray:
-    """The item ids of ``share`` of the movies with interactions, drawn with ``seed`` (train.withhold_movies)."""
-    if share <= 0:
-        return np.zeros(0, dtype=np.int64)
-    mapping = pd.read_parquet(Path(data_dir) / "item_mapping.parquet", columns=["item_id", "interactions"])
-    movies = np.sort(mapping.loc[mapping["interactions"] > 0, "item_id"].to_numpy(dtype=np.int64))
-    count = int(round(share * len(movies)))
-    return np.sort(np.random.default_rng(seed).choice(movies, size=count, replace=False))
-
-
 def build_item_features(
     model: ModelConfig, data_dir: str | Path, vocabulary: int, histories: ItemSequences, progress: bool = True
 ) -> ItemFeatures:

@@ -36,11 +36,12 @@ from t4r_app.atomic import leftovers
 from t4r_app.config import AppConfig, save_config
 from t4r_app.data.item_sequences import ItemSequences, read_split, resolve_exclude_seen
 from t4r_app.data.preprocess_stats import check_complete
+from t4r_app.data.split_views import training_histories, withheld_movies
 from t4r_app.errors import PreprocessError, TrainingError
 from t4r_app.model import auto_settings
 from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
 from t4r_app.model.device import default_device
-from t4r_app.model.item_features import build_item_features, features_for_saving, withheld_movies
+from t4r_app.model.item_features import build_item_features, features_for_saving
 from t4r_app.model.saved_run import (
     CHECKPOINTS,
     CONFIG,
@@ -53,7 +54,7 @@ from t4r_app.model.saved_run import (
 )
 from t4r_app.train import distributed
 from t4r_app.train.log import TrainingLog, TrainingProgress
-from t4r_app.train.windows import WindowDataset, WindowLoader, cut_windows, training_histories
+from t4r_app.train.windows import WindowDataset, WindowLoader, cut_windows
 from workflow.columns import movie_ids
 
 

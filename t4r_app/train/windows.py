@@ -26,17 +26,14 @@ stopping decision.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from t4r_app.data.item_sequences import ItemSequences, list_sequences, preprocess_settings
-from t4r_app.data.parquet_parts import read_parquet_columns
-from workflow.columns import ITEM_LIST, PADDING_ID, TIME_LIST
-from workflow.list_columns import count_per_row, gather_slices, offsets_of
-from workflow.splits import MIN_EXAMPLE_LENGTH, SplitRule, example_bounds
+from t4r_app.data.item_sequences import ItemSequences
+from workflow.columns import ITEM_LIST, PADDING_ID
+from workflow.list_columns import gather_slices
+from workflow.splits import MIN_EXAMPLE_LENGTH
 
 
 def window_bounds(lengths: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,26 +176,3 @@ class WindowLoader(DataLoader):
         )
         self._batch_size = batch_size
 
-
-def training_histories(data_dir: str | Path, withheld: np.ndarray | None = None) -> ItemSequences:
-    """Each sequence's whole training part, uncapped: what the train role may see.
-
-    ``train/`` keeps only the most recent window; the full sequences are in ``sequences/``
-    and the split rule (with the cut-offs ``preprocess`` recorded) says where training ends.
-    ``withheld`` item ids (train.withhold_movies) are taken out of every history.
-    """
-    data_dir = Path(data_dir)
-    # The length filter and cut-offs preprocess used, so the histories match its splits' rows.
-    stats, min_sequence_length = preprocess_settings(data_dir)
-    split = stats.split
-    table = read_parquet_columns(data_dir / "sequences", [ITEM_LIST, TIME_LIST])
-    items, times = list_sequences(table[ITEM_LIST]), list_sequences(table[TIME_LIST])
-    rule = SplitRule(split.protocol, np.iinfo(np.int64).max, split.valid_cutoff, split.test_cutoff)
-    keep, start, stop = example_bounds(rule, "train", times.values, times.offsets)
-    keep &= items.lengths >= min_sequence_length
-    rows = np.flatnonzero(keep)
-    values, offsets = gather_slices(items.values, items.offsets[:-1][rows], start[rows], stop[rows])
-    if withheld is not None and len(withheld):
-        keep = ~np.isin(values, withheld)
-        values, offsets = values[keep], offsets_of(count_per_row(keep, offsets))
-    return ItemSequences(values, offsets)
