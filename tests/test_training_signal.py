@@ -108,6 +108,55 @@ def test_evaluation_never_sees_the_target(schema, tiny_data, architecture):
     assert torch.allclose(original["predictions"], changed["predictions"], atol=1e-6)
 
 
+def _seen_weight(model, value: float) -> None:
+    head = model.heads[0].prediction_task_dict["next-item"]
+    with torch.no_grad():
+        head.seen_weight.fill_(value)
+
+
+@pytest.mark.parametrize("architecture", ["bert4rec", "sasrec"])
+@pytest.mark.parametrize("weight", [1000.0, -1000.0])
+def test_evaluates_path_gives_no_score_that_depends_on_the_target(schema, tiny_data, architecture, weight):
+    """With a seen weight that dwarfs everything, a target counted as seen anywhere on
+    ``evaluate``'s path (the target taken off, then inference) would move its scores by 1000."""
+    from t4r_app.evaluate.protocol import make_eval_set, model_scorer
+
+    model = _small_model(schema, architecture=architecture).eval()
+    _seen_weight(model, weight)
+    sequences = read_split(tiny_data, "valid").items
+    last = sequences.offsets[1:] - 1
+    other = sequences.values.copy()
+    other[last] = 3 + (other[last] - 2) % 50  # another movie as every target
+    assert (other[last] != sequences.values[last]).all()
+    score = model_scorer(model, 20)
+    popularity = np.ones(int(sequences.values.max()) + 2)
+    scores = [
+        score(make_eval_set("valid", ItemSequences(values, sequences.offsets), popularity, 5, 0).inputs, slice(0, 64))
+        for values in (sequences.values, other)
+    ]
+    assert np.array_equal(scores[0], scores[1])
+
+
+@pytest.mark.parametrize("weight", [1000.0, -1000.0])
+def test_sasrec_training_never_counts_a_positions_own_target_as_seen(schema, weight):
+    """All items distinct: no target is ever seen, so the seen weight must leave every target's logit alone."""
+    model = _small_model(schema, architecture="sasrec").train()
+    batch = torch.tensor([[3, 4, 5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14, 15, 16]])
+    outputs = []
+    for value in (0.0, weight):
+        _seen_weight(model, value)
+        torch.manual_seed(1)  # the same dropout both times
+        outputs.append(model({"item_id-list": batch}, training=True))
+    labels = outputs[0]["labels"]
+    rows = torch.arange(len(labels))
+    without, with_weight = (output["predictions"][rows, labels] for output in outputs)
+    assert torch.allclose(without, with_weight)
+    # ...while the items each position has seen do move by the weight (the check can tell).
+    # The first target (4, at position 0) has seen item 3.
+    moved = outputs[1]["predictions"][0, 3] - outputs[0]["predictions"][0, 3]
+    assert float(moved) == pytest.approx(weight, rel=1e-4)
+
+
 def test_sasrec_training_predicts_every_next_item(schema):
     model = _small_model(schema, architecture="sasrec", output_bias=True).train()
     batch = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]])
