@@ -32,6 +32,10 @@ def test_run_writes_its_files_and_the_loss_falls(tiny_run):
     assert metrics["epochs_run"] == 3 and metrics["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     best = max(float(r["valid_ndcg@10"]) for r in rows)
     assert metrics["best_valid_ndcg"] == pytest.approx(best)
+    # The learned seen-item weight is the saved model's, and training moved it from its start at 0.
+    head = load_run(tiny_run).model.heads[0].prediction_task_dict["next-item"]
+    assert metrics["learned"]["seen_item_weight"] == pytest.approx(float(head.seen_weight), abs=1e-4)
+    assert metrics["learned"]["seen_item_weight"] != 0
 
 
 def test_saved_model_reloads_with_the_same_weights(tiny_run):

@@ -162,3 +162,24 @@ def seen_keys(
     counted = visible[rows] & (positions.unsqueeze(0) <= cutoff.unsqueeze(1)) & (window != padding_idx)
     targets, columns = counted.nonzero(as_tuple=True)
     return torch.unique(targets * vocabulary + window[targets, columns])
+
+
+def learned_scalars(model: torch.nn.Module) -> dict[str, float]:
+    """What a trained head learned that explains its behaviour, for metrics.json.
+
+    ``seen_item_weight``: what a movie already in the session adds to its score (negative:
+    repeats are unlikely; positive: people come back). ``output_bias_mean``/``_sd``: the
+    per-item bias, whose spread says how much of the ranking is popularity. Every other
+    one-number parameter of the model is listed under its own name.
+    """
+    learned = {}
+    for name, parameter in model.named_parameters():
+        if parameter.numel() == 1:
+            key = "seen_item_weight" if name.endswith("seen_weight") else name
+            learned[key] = round(float(parameter.detach()), 4)
+        elif name.endswith("output_bias"):
+            bias = parameter.detach().float()
+            finite = bias[torch.isfinite(bias)]
+            learned["output_bias_mean"] = round(float(finite.mean()), 4)
+            learned["output_bias_sd"] = round(float(finite.std()), 4)
+    return learned

@@ -10,7 +10,7 @@ A run directory holds everything about one training run::
     RUN_DIR/tensorboard/         TensorBoard event files (when tensorboard is installed)
     RUN_DIR/model/               the best model: weights, schema, item features, movie mapping,
                                  ETL workflow; reloadable and exportable without the data dir
-    RUN_DIR/metrics.json         best epoch, best validation metrics, time, throughput
+    RUN_DIR/metrics.json         best epoch, best validation metrics, time, throughput, learned scalars
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from t4r_app.errors import PreprocessError, TrainingError
 from t4r_app.model import auto_settings
 from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
 from t4r_app.model.device import default_device
+from t4r_app.model.head import learned_scalars
 from t4r_app.model.item_features import build_item_features, features_for_saving
 from t4r_app.model.saved_run import (
     CHECKPOINTS,
@@ -68,6 +69,7 @@ class TrainResult:
     train_seconds: float
     sequences_per_second: float
     device: str
+    learned: dict[str, float] = field(default_factory=dict)  # model.head.learned_scalars of the kept model
 
 
 class EarlyStopping(TrainerCallback):
@@ -321,6 +323,7 @@ def train(
     seconds = time.perf_counter() - started
     first_step = int(last_checkpoint.rsplit("-", 1)[1]) if last_checkpoint else 0
     result = _summarise(trainer.state, run_dir, seconds, train_sequences, steps_per_epoch, config.train.batch_size, first_step)
+    result.learned = learned_scalars(trainer.model)
     if main_process:
         save_model(trainer.model, schema, run_dir, data_dir, features_for_saving(config.model, features))
         metrics = run_dir / f".metrics.json.partial-{os.getpid()}"
