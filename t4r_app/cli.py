@@ -170,6 +170,8 @@ def _print_evaluation(results, run_dir: Path) -> None:
         if slices := slices_table(results, split):
             print(f"\n{slices}")
     print("\n" + "\n".join(verdict_lines(results, "valid")))
+    if results.settings.repeat_baseline:
+        print(results.settings.repeat_baseline)
     print(f"\nwrote {Path(run_dir) / EVAL_FILE} and {Path(run_dir) / REPORT_FILE}")
 
 

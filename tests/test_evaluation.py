@@ -16,6 +16,7 @@ from t4r_app.cli import _print_validation_verdicts, main
 from t4r_app.config import load_config
 from t4r_app.data.item_sequences import ItemSequences, read_split
 from t4r_app.data.split_views import known_histories, training_histories
+from t4r_app.evaluate.baselines import Markov, RepeatRecent, repeat_baseline_note
 from t4r_app.evaluate.metrics import RankingMetrics, ranking_metrics, target_ranks
 from t4r_app.evaluate.protocol import (
     EvalSet,
@@ -250,7 +251,8 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_
     saved = json.loads((tiny_run / "eval.json").read_text())
     for split in ("valid", "test"):
         scorers = {"model": saved[split]["model"], **saved[split]["baselines"]}
-        assert set(saved[split]["baselines"]) == {"most_popular", "markov"}
+        # The generated data repeat movies now and then (above 1%): the repeat baseline is scored.
+        assert set(saved[split]["baselines"]) == {"most_popular", "markov", "repeat_recent"}
         for metrics in scorers.values():
             assert set(metrics) == {"full", "full_unseen", "sampled"}
             assert {"hr@10", "ndcg@10", "mrr", "hr@1", "ndcg@20"} <= set(metrics["full_unseen"])
@@ -265,6 +267,7 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_
                 assert comparison["resamples"] == 1000
                 assert comparison["ci95"][0] <= difference <= comparison["ci95"][1]
     assert "exclude_seen" not in saved["settings"]
+    assert saved["settings"]["repeat_baseline"].startswith("repeat_recent included")
     report = (tiny_run / "report.md").read_text()
     rows = ["| over all movies | BERT4Rec |", "| with the user's watched movies left out | Markov (1st order) |",
             "| sampled (100 negatives) | MostPopular |", "| MostPopular | over all movies | "]
@@ -285,3 +288,22 @@ def test_training_prints_the_validation_verdicts_without_touching_eval_json(tiny
     assert len(printed) > 1 and all(line.startswith("validation: the model ") for line in printed[:-1])
     after = (tiny_run / "eval.json").read_text() if (tiny_run / "eval.json").exists() else None
     assert after == before
+
+
+def test_repeat_recent_puts_the_most_and_most_recently_watched_first_then_markov():
+    train = ItemSequences.from_lists([[3, 4, 5, 3, 4, 6], [5, 6, 7], [8, 9]])
+    sessions = ItemSequences.from_lists([[6, 8, 3, 8, 5, 8], [8]])
+    scores = RepeatRecent(train, 12).score(sessions, slice(0, 2))
+    markov = Markov(train, 12).score(sessions, slice(0, 2))
+    order = np.argsort(-scores[0], kind="stable")
+    assert order[:4].tolist() == [8, 5, 3, 6]  # watched thrice, then by recency
+    unwatched = np.setdiff1d(np.arange(3, 12), [3, 5, 6, 8])
+    # after the watched movies, Markov's order exactly (from 5: 3 and 6 follow it, both watched here)
+    assert np.array_equal(np.argsort(-scores[0][unwatched], kind="stable"), np.argsort(-markov[0][unwatched], kind="stable"))
+    assert np.argmax(scores[1]) == 8 and np.argsort(-scores[1])[1] == 9  # Markov: 8 -> 9
+
+
+def test_repeat_recent_is_scored_only_where_histories_repeat():
+    assert repeat_baseline_note(0.0, 0.01)[0] is False
+    included, why = repeat_baseline_note(0.25, 0.01)
+    assert included and "25.00% of training interactions repeat" in why

@@ -225,10 +225,10 @@ def evaluate_results(
     """
     from tqdm.auto import tqdm
 
-    from t4r_app.data.item_sequences import read_split
+    from t4r_app.data.item_sequences import REPEAT_SHARE_THRESHOLD, read_split, repeat_stats
     from t4r_app.data.split_views import known_histories, training_histories, withheld_movies
     from t4r_app.data.title_vectors import load_title_vectors
-    from t4r_app.evaluate.baselines import Markov, MostPopular, TitlePopularity, item_counts
+    from t4r_app.evaluate.baselines import Markov, MostPopular, RepeatRecent, TitlePopularity, item_counts, repeat_baseline_note
     from t4r_app.model.architecture import max_sequence_length, vocabulary_size
     from t4r_app.model.saved_run import load_run, load_schema
 
@@ -253,6 +253,9 @@ def evaluate_results(
         MostPopular.name: MostPopular(history, vocabulary).score,
         Markov.name: Markov(history, vocabulary).score,
     }
+    with_repeats, repeat_note = repeat_baseline_note(repeat_stats(history).share, REPEAT_SHARE_THRESHOLD)
+    if with_repeats:
+        scorers[RepeatRecent.name] = RepeatRecent(history, vocabulary).score
     if run.config.model.title_embeddings != "off":
         titles = load_title_vectors(data_dir, vocabulary, progress=False)
         scorers[TitlePopularity.name] = TitlePopularity(history, vocabulary, titles).score
@@ -286,6 +289,7 @@ def evaluate_results(
             },
             data_dir=str(data_dir),
             unseen_leaves_out=UNSEEN_LEAVES_OUT,
+            repeat_baseline=repeat_note,
         ),
     )
 

@@ -16,6 +16,7 @@ SCORER_LABELS = {
     "most_popular": "MostPopular",
     "markov": "Markov (1st order)",
     "title_popularity": "popularity by similar titles",
+    "repeat_recent": "watched most and most recently, then Markov",
 }
 SLICE_TITLES = {"rare": "rare targets (least-watched 20% of trained movies)", "cold": "cold targets (no training interactions)"}
 SPLIT_TITLES = {"valid": "validation", "test": "test"}
@@ -150,7 +151,7 @@ def write_report(results: EvaluationResults, run_dir: Path) -> Path:
         f"sampled protocol against {settings.sampled_negatives} popularity-sampled negatives "
         f"(seed {settings.seed}). Ties count against the target. The baselines are fitted on "
         f"{settings.baselines_fitted_on}. Differences: paired bootstrap over the evaluation rows "
-        f"({bootstrap.resamples:,} resamples, seed {bootstrap.seed}).",
+        f"({bootstrap.resamples:,} resamples, seed {bootstrap.seed})." + (f" {settings.repeat_baseline}." if settings.repeat_baseline else ""),
     ]
     if "valid" in results.splits:
         *verdicts, scope = verdict_lines(results, "valid")

@@ -151,6 +151,7 @@ class EvaluationSettings:
     slices: dict[str, str]  # slice name -> what its targets are
     data_dir: str
     unseen_leaves_out: str = OLD_UNSEEN  # what full_unseen leaves out of each ranking
+    repeat_baseline: str = ""  # whether repeat_recent was scored, and why
 
     @classmethod
     def from_json(cls, data: dict) -> "EvaluationSettings":
