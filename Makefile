@@ -23,7 +23,7 @@ METRICS_PORT ?= 8002
 OVERRIDES ?=
 NPROC ?= 1
 
-.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-quality fuzz clean help
+.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-quality bench-quality-levers fuzz clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -90,9 +90,13 @@ bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/resul
 bench-train: $(SETUP)  ## training throughput at length 50 and 200, loaders side by side, catalogues of 2k to 1M items, time to early stop -> bench/results/train.json
 	$(VENV_PYTHON) -m bench.bench_train --output bench/results/train.json
 
-bench-quality: $(SETUP)  ## MovieLens-100K and Video Games (../shared/data/video-games): defaults, levers, SASRec, 3 seeds each vs baselines -> bench/results/quality*.json (hours)
+bench-quality: $(SETUP)  ## MovieLens-100K (default, SASRec, temporal split) and Video Games (../shared/data/video-games: levers, SASRec), 3 seeds each vs baselines -> bench/results/quality-*.json and the README's tables (hours)
 	$(VENV_PYTHON) -m bench.bench_quality --dataset ml-100k
 	$(VENV_PYTHON) -m bench.bench_quality --dataset video-games
+	$(VENV_PYTHON) -m bench.readme_tables
+
+bench-quality-levers: $(SETUP)  ## the older MovieLens-100K levers (windows, masking, head, seen weight, titles, cold start), 3 seeds each -> bench/results/quality-ml-100k-levers.json (many hours)
+	$(VENV_PYTHON) -m bench.bench_quality --dataset ml-100k-levers
 
 bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
 	$(VENV_PYTHON) -m bench.bench_serve --output bench/results/serve.json

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_quality import markdown, summary, variant_row
+from bench.bench_quality import compared_with_default, data_name, data_overrides, markdown, summary, training_overrides, variant_row
+from bench.readme_tables import with_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,16 +35,50 @@ def test_seed_summary_keeps_mean_spread_and_every_value():
     assert summary([{"ndcg": 0.1}])["ndcg"]["sd"] == 0.0
 
 
+KEYS = [f"{split}_{protocol}_{metric}" for split in ("valid", "test") for protocol in ("full", "full_unseen")
+        for metric in ("ndcg@10", "hr@10")]
+
+
+def _row(name, overrides, valid_values, baseline=0.05):
+    runs = [{"values": {"train_seconds": 5, "epochs_run": 3, "best_epoch": 2, **{key: value for key in KEYS}},
+             "baselines": {"markov": {key: baseline for key in KEYS}}} for value in valid_values]
+    return variant_row(name, overrides, [1, 2, 3], runs)
+
+
 def test_the_readme_table_shows_each_row_as_mean_and_spread():
-    keys = [f"{split}_{protocol}_{metric}" for split in ("valid", "test") for protocol in ("full", "full_unseen")
-            for metric in ("ndcg@10", "hr@10")]
-    runs = [{"values": {"train_seconds": 5, "epochs_run": 3, "best_epoch": 2, **{key: 0.1 + seed / 100 for key in keys}},
-             "baselines": {"markov": {key: 0.05 for key in keys}}} for seed in (1, 2, 3)]
     report = {"data": "d", "seeds": [1, 2, 3], "budget_seconds": 5.0, "commit": "abc1234",
-              "variants": [variant_row("default (bert4rec)", [], [1, 2, 3], runs)]}
+              "variants": [_row("default (bert4rec)", [], [0.11, 0.12, 0.13])]}
     table = markdown(report)
     assert "commit abc1234" in table and "| default (bert4rec) | 3 (2) | 5 | 0.1200 ± 0.0100 |" in table
     assert "| markov | | | 0.0500 ± 0.0000 |" in table
+
+
+def test_rows_are_judged_on_validation_by_more_than_one_standard_deviation():
+    default = _row("default (bert4rec)", [], [0.11, 0.12, 0.13])
+    assert compared_with_default(_row("a", [], [0.12, 0.125, 0.13]), default) == "+0.0050 (not distinguishable)"
+    assert compared_with_default(_row("b", [], [0.14, 0.14, 0.14]), default) == "+0.0200 (better)"
+    assert compared_with_default(_row("c", [], [0.09, 0.10, 0.11]), default) == "-0.0200 (worse)"
+
+
+def test_a_row_on_other_data_shows_its_own_baselines_and_is_not_judged_against_the_default():
+    temporal = ["split.protocol=temporal"]
+    report = {"data": "d", "seeds": [1, 2, 3], "budget_seconds": None, "fixed_epochs": 7, "commit": "abc1234",
+              "variants": [_row("default (bert4rec)", [], [0.11, 0.12, 0.13]), _row("temporal", temporal, [0.2] * 3, 0.07)]}
+    table = markdown(report)
+    assert "7 epochs of training each" in table
+    assert "| temporal | 3 (2) | 5 | 0.2000 ± 0.0000 | other data |" in table
+    assert "| markov (split.protocol=temporal) | | | 0.0700 ± 0.0000 |" in table
+    assert data_overrides(["model.x=1", "split.protocol=temporal", "preprocess.max_seq_length=200"]) == (
+        "preprocess.max_seq_length=200", "split.protocol=temporal")
+    assert data_name(("split.protocol=temporal",)) == "data-protocol-temporal" and data_name(()) == "data"
+    assert training_overrides(600, None) == ["train.time_budget_s=600"]
+    assert "train.min_epochs=7" in training_overrides(600, 7)
+
+
+def test_the_readme_tables_are_the_result_files_rendered():
+    readme = (ROOT / "README.md").read_text()
+    text, changed = with_tables(readme)
+    assert "<!-- bench-table: " in readme and changed == [], f"run `python -m bench.readme_tables`: {changed}"
 
 
 @pytest.mark.slow  # a fresh interpreter with torch and T4R
