@@ -179,14 +179,15 @@ def _cmd_predict(args: PredictArgs) -> int:
     from t4r_app.serve.predict import predict
 
     summary = predict(
-        args.run, args.input, args.output, args.top_k, args.exclude_seen, server=args.server, protocol=args.protocol
+        args.run, args.input, args.output, args.top_k, args.exclude_seen, server=args.server, protocol=args.protocol,
+        progress=not getattr(args, "quiet", False),
     )
     if args.show:
         _show_predictions(summary.output, args.show)
     print(
-        f"wrote top-{args.top_k} for {summary.sessions:,} sessions to {summary.output} "
-        f"({summary.unknown_movies:,} unknown movie ids left out, {summary.fallbacks:,} sessions answered "
-        "by popularity because no movie was known)"
+        f"wrote top-{args.top_k} for {summary.sessions:,} sessions to {summary.output} in {summary.seconds:.1f} s "
+        f"({summary.sessions_per_second:,.0f} sessions/s; {summary.unknown_movies:,} unknown movie ids left out, "
+        f"{summary.fallbacks:,} sessions answered by popularity because no movie was known)"
     )
     print(_seen_note(summary.exclude_seen, args))
     if summary.catalogue_note:

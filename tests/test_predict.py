@@ -17,7 +17,7 @@ from t4r_app.evaluate.protocol import model_scorer
 from t4r_app.model.architecture import max_sequence_length
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.predict import predict
-from t4r_app.serve.recommender import Recommender, TopKRanker
+from t4r_app.serve.recommender import Recommender, TopKRanker, top_k_order
 from workflow.columns import movie_ids
 
 
@@ -148,3 +148,33 @@ def test_leaving_seen_movies_out_never_pads_with_them():
     assert fallback.tolist() == [True, False, False] and len(scores[1]) == 1
     orders, _, _ = scorer.top_k([[3, 4, 5]], top_k=3)
     assert orders[0].tolist() == [3, 4, 5]  # equal model scores: ties keep id order
+
+
+def test_top_k_without_a_full_sort_equals_the_stable_full_sort():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        rows, columns = int(rng.integers(1, 6)), int(rng.integers(1, 40))
+        scores = rng.integers(0, 4, (rows, columns)).astype(float)  # many ties
+        scores[rng.random((rows, columns)) < 0.3] = -np.inf  # movies left out
+        k = int(rng.integers(0, columns + 3))
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, columns)]
+        assert np.array_equal(top_k_order(scores, k), expected), (scores, k)
+
+
+def test_predict_streams_in_chunks_with_the_same_answers_and_writes_nothing_on_a_late_error(tiny_run, tiny_data, tmp_path):
+    sessions, _ = _raw_sessions(tiny_data, 23)
+    source = _write_jsonl(tmp_path / "in.jsonl", [{"movieIndices": s} for s in sessions] + [{"movieIndices": []}])
+    whole = predict(tiny_run, source, tmp_path / "whole.jsonl")
+    chunked = predict(tiny_run, source, tmp_path / "chunked.jsonl", chunk=5)
+    lines = [[json.loads(line) for line in (tmp_path / name).read_text().splitlines()] for name in ("whole.jsonl", "chunked.jsonl")]
+    # The same movies; scores equal up to float rounding (a batch of another size may sum in another order).
+    assert [line["movieIndices"] for line in lines[0]] == [line["movieIndices"] for line in lines[1]]
+    assert np.allclose([line["scores"] for line in lines[0]], [line["scores"] for line in lines[1]], rtol=1e-6)
+    assert chunked.sessions == whole.sessions == 24 and chunked.fallbacks == 1 and chunked.sessions_per_second > 0
+    # Line 30, after several chunks were answered: the old output stays as it was, no partial file is left.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(source.read_text() + "\n" * 5 + "{not json\n")
+    with pytest.raises(PredictInputError, match="line 30"):
+        predict(tiny_run, broken, tmp_path / "chunked.jsonl", chunk=5)
+    assert [json.loads(line) for line in (tmp_path / "chunked.jsonl").read_text().splitlines()] == lines[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.jsonl", "chunked.jsonl", "in.jsonl", "whole.jsonl"]

@@ -1,8 +1,13 @@
 """Batch prediction: sessions from JSON lines or parquet in, top-k recommendations as JSON lines out.
 
 Input rows are ``{"session_id": ..., "movieIndices": [raw movie ids, oldest first]}``;
-``session_id`` is optional (the line number is used). See ``protocol`` and ``recommender`` for
-how unknown ids, empty and over-long sessions are handled.
+``session_id`` is optional (the line number, or the parquet row, is used). See ``protocol`` and
+``recommender`` for how unknown ids, empty and over-long sessions are handled.
+
+Streamed: sessions are read, answered and written CHUNK_SESSIONS at a time, so memory follows
+the chunk (and the ranker's batch x catalogue scores), never the number of sessions. The
+answers go to a temporary sibling of the output that replaces it only when every session is
+written: a bad line found late leaves no half-written file behind.
 
 Light at import: answering in this process loads the run (torch, Transformers4Rec) only when
 asked to, so ``predict --server`` without ``--run`` needs neither.
@@ -11,14 +16,19 @@ asked to, so ``predict --server`` without ``--run`` needs neither.
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+from t4r_app.atomic import leftovers, partial_sibling
 from t4r_app.errors import PredictInputError, RunError
 from t4r_app.serve.protocol import SessionRecommender
 
 SESSION_ID = "session_id"
 MOVIES = "movieIndices"
+CHUNK_SESSIONS = 4096  # read, answered and written at a time
 
 
 @dataclass
@@ -29,6 +39,11 @@ class PredictSummary:
     output: Path
     exclude_seen: bool  # whether the sessions' own movies were left out
     catalogue_note: str = ""  # what the answers lack (titles, unknown ids) when no catalogue was at hand
+    seconds: float = 0.0  # reading, answering and writing, the model's loading left out
+
+    @property
+    def sessions_per_second(self) -> float:
+        return self.sessions / self.seconds if self.seconds else 0.0
 
 
 def _short(value, limit: int = 200) -> str:
@@ -47,22 +62,28 @@ def _movie_list(value, where: str) -> list[int]:
 
 
 def read_sessions(path: str | Path) -> tuple[list, list[list[int]]]:
-    """(session ids, sessions) from a .jsonl/.json-lines file or a parquet file or folder."""
+    """(session ids, sessions) of a whole .jsonl/.json-lines file or parquet file or folder."""
+    ids: list = []
+    sessions: list[list[int]] = []
+    for chunk_ids, chunk_sessions in iter_sessions(path):
+        ids += chunk_ids
+        sessions += chunk_sessions
+    return ids, sessions
+
+
+def checked_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise PredictInputError(f"sessions file not found: {path}")
-    if path.suffix == ".parquet" or path.is_dir():
-        import pandas as pd
+    return path
 
-        try:
-            frame = pd.read_parquet(path)
-        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise PredictInputError(f"{path}: not a readable parquet file ({str(error)[:300]})") from None
-        if MOVIES not in frame:
-            raise PredictInputError(f"{path}: no '{MOVIES}' column (columns: {', '.join(frame.columns)})")
-        ids = frame[SESSION_ID].tolist() if SESSION_ID in frame else list(range(len(frame)))
-        sessions = [_movie_list(v, f"{path}, row {i}") for i, v in enumerate(frame[MOVIES])]
-        return [i.item() if hasattr(i, "item") else i for i in ids], sessions
+
+def iter_sessions(path: str | Path, chunk: int = CHUNK_SESSIONS) -> Iterator[tuple[list, list[list[int]]]]:
+    """(session ids, sessions), ``chunk`` sessions at a time, from JSON lines or parquet."""
+    path = checked_path(path)
+    if path.suffix == ".parquet" or path.is_dir():
+        yield from _parquet_sessions(path, chunk)
+        return
     ids, sessions = [], []
     number = 0
     try:
@@ -73,9 +94,35 @@ def read_sessions(path: str | Path) -> tuple[list, list[list[int]]]:
                 session_id, movies = parse_session_line(line, number, f"{path}, line {number}")
                 ids.append(session_id)
                 sessions.append(movies)
+                if len(sessions) == chunk:
+                    yield ids, sessions
+                    ids, sessions = [], []
     except UnicodeDecodeError as error:
         raise PredictInputError(f"{path}, after line {number}: not UTF-8 text ({error.reason})") from None
-    return ids, sessions
+    if sessions:
+        yield ids, sessions
+
+
+def _parquet_sessions(path: Path, chunk: int) -> Iterator[tuple[list, list[list[int]]]]:
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(path, format="parquet")
+        names = dataset.schema.names
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise PredictInputError(f"{path}: not a readable parquet file ({str(error)[:300]})") from None
+    if MOVIES not in names:
+        raise PredictInputError(f"{path}: no '{MOVIES}' column (columns: {', '.join(names)})")
+    columns = [MOVIES] + ([SESSION_ID] if SESSION_ID in names else [])
+    row = 0
+    try:
+        for batch in dataset.to_batches(columns=columns, batch_size=chunk):
+            movies = batch.column(MOVIES).to_pylist()
+            ids = batch.column(SESSION_ID).to_pylist() if SESSION_ID in columns else list(range(row, row + len(movies)))
+            yield ids, [_movie_list(value, f"{path}, row {row + offset}") for offset, value in enumerate(movies)]
+            row += len(movies)
+    except (OSError, ValueError) as error:
+        raise PredictInputError(f"{path}, after row {row}: not a readable parquet file ({str(error)[:300]})") from None
 
 
 def parse_session_line(line: str, number: int, where: str) -> tuple[object, list[int]]:
@@ -120,22 +167,44 @@ def predict(
     exclude_seen: bool | None = None,
     server: str | None = None,
     protocol: str | None = None,
+    progress: bool = False,
+    chunk: int = CHUNK_SESSIONS,
 ) -> PredictSummary:
-    """Top-k per session into ``output_path``; ``exclude_seen`` None follows the run's rule
-    (or, with ``server``, the served ensemble's). ``run_dir`` may be None with ``server``."""
-    ids, sessions = read_sessions(input_path)
+    """Top-k per session into ``output_path``, ``chunk`` sessions at a time; ``exclude_seen`` None
+    follows the run's rule (or, with ``server``, the served ensemble's). ``run_dir`` may be None
+    with ``server``. The output appears only once every session is answered."""
+    from tqdm.auto import tqdm
+
+    checked_path(input_path)  # before the model loads: a typo should not cost its loading
     recommender = make_recommender(run_dir, server, protocol)
-    results = recommender.recommend(sessions, ids, top_k=top_k, exclude_seen=exclude_seen)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(output_path, "w") as handle:
-        for result in results:
-            handle.write(json.dumps(result.to_json()) + "\n")
+    for stale in leftovers(output_path):
+        stale.unlink(missing_ok=True)
+    partial = partial_sibling(output_path)
+    sessions = unknown = fallbacks = 0
+    seen_rule = bool(exclude_seen)
+    started = time.perf_counter()
+    try:
+        with open(partial, "w") as handle, tqdm(desc="predict", unit=" sessions", disable=not progress) as bar:
+            for ids, chunk_sessions in iter_sessions(input_path, chunk):
+                results = recommender.recommend(chunk_sessions, ids, top_k=top_k, exclude_seen=exclude_seen)
+                handle.writelines(json.dumps(result.to_json()) + "\n" for result in results)
+                sessions += len(results)
+                unknown += sum(len(result.unknown_movies) for result in results)
+                fallbacks += sum(result.fallback is not None for result in results)
+                seen_rule = results[0].exclude_seen if results else seen_rule
+                bar.update(len(results))
+        os.replace(partial, output_path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return PredictSummary(
-        sessions=len(results),
-        unknown_movies=sum(len(r.unknown_movies) for r in results),
-        fallbacks=sum(r.fallback is not None for r in results),
+        sessions=sessions,
+        unknown_movies=unknown,
+        fallbacks=fallbacks,
         output=output_path,
-        exclude_seen=results[0].exclude_seen if results else bool(exclude_seen),
+        exclude_seen=seen_rule,
         catalogue_note=recommender.catalogue_note,
+        seconds=round(time.perf_counter() - started, 3),
     )

@@ -85,27 +85,57 @@ class TopKRanker:
         self, sessions: list[np.ndarray], top_k: int, exclude_seen: bool = False
     ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         """Per session the best ``top_k`` movies and their scores, fewer when ``exclude_seen``
-        leaves fewer movies than that; and whether the session was answered by popularity."""
+        leaves fewer movies than that; and whether the session was answered by popularity.
+
+        ``batch_size`` sessions at a time: memory follows the batch (batch x catalogue scores),
+        never the number of sessions.
+        """
         # Ids below the first movie are padding, null or out-of-vocabulary: not movies.
         sessions = [np.asarray(items, dtype=np.int64) for items in sessions]
         sessions = [items[self.is_movie[np.clip(items, 0, len(self.is_movie) - 1)]] for items in sessions]
-        known = np.array([index for index, items in enumerate(sessions) if len(items)], dtype=np.int64)
+        orders: list[np.ndarray] = []
+        best: list[np.ndarray] = []
+        for start in range(0, len(sessions), self.batch_size):
+            batch_orders, batch_best = self._batch_top_k(sessions[start : start + self.batch_size], top_k, exclude_seen)
+            orders += batch_orders
+            best += batch_best
+        fallback = np.array([len(items) == 0 for items in sessions], dtype=bool)
+        return orders, best, fallback
+
+    def _batch_top_k(self, sessions: list[np.ndarray], top_k: int, exclude_seen: bool) -> tuple[list, list]:
         scores = np.tile(self.popularity, (len(sessions), 1))
+        known = np.flatnonzero([len(items) > 0 for items in sessions])
         if len(known):
             encoded = ItemSequences.from_lists([sessions[index] for index in known])
-            for start in range(0, len(known), self.batch_size):
-                logits = self.logits(encoded.padded(start, start + self.batch_size, self.max_length - 1))
-                scores[known[start : start + self.batch_size]] = _softmax_over(logits, self.movies)
+            scores[known] = _softmax_over(self.logits(encoded.padded(0, len(known), self.max_length - 1)), self.movies)
         scores[:, ~self.is_movie] = EXCLUDED
         if exclude_seen:
             scores[ItemSequences.from_lists(sessions).cells(0, len(sessions))] = EXCLUDED
-        # Stable: equal scores keep id order, so every caller gets the same ranking.
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-        best = np.take_along_axis(scores, order, axis=1)
-        allowed = best > EXCLUDED
-        fallback = np.ones(len(sessions), dtype=bool)
-        fallback[known] = False
-        return [o[a] for o, a in zip(order, allowed)], [b[a] for b, a in zip(best, allowed)], fallback
+        order = top_k_order(scores, top_k)
+        chosen = np.take_along_axis(scores, order, axis=1)
+        allowed = chosen > EXCLUDED
+        return [o[a] for o, a in zip(order, allowed)], [c[a] for c, a in zip(chosen, allowed)]
+
+
+def top_k_order(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row the columns of the ``k`` highest scores, highest first, equal scores in column order.
+
+    The same as ``np.argsort(-scores, kind="stable")[:, :k]``, without sorting the whole row:
+    the k-th highest value is found by partition, the columns above it are kept, and ties at it
+    are filled in column order; only those k are sorted.
+    """
+    rows, columns = scores.shape
+    k = min(k, columns)
+    if k == 0:
+        return np.zeros((rows, 0), dtype=np.int64)
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    above = scores > kth
+    at = scores == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (at & (np.cumsum(at, axis=1) <= room))
+    candidates = np.nonzero(chosen)[1].reshape(rows, k)  # row-major: each row's columns ascending
+    ranked = np.argsort(-np.take_along_axis(scores, candidates, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(candidates, ranked, axis=1)
 
 
 def run_scorable(run: LoadedRun) -> np.ndarray | None:
