@@ -139,8 +139,8 @@ def test_a_nan_or_plus_infinity_score_is_an_error_naming_the_scorer_and_minus_in
 
 def test_known_histories_hold_the_whole_past_of_each_user(tiny_data):
     valid, test = read_split(tiny_data, "valid"), read_split(tiny_data, "test")
-    known_valid = known_histories(tiny_data, "valid", valid.users)
-    known_test = known_histories(tiny_data, "test", test.users)
+    known_valid = known_histories(tiny_data, "valid")
+    known_test = known_histories(tiny_data, "test")
     inputs, _ = test.items.split_last()
     window = max(inputs.lengths)
     assert (known_test.lengths >= inputs.lengths).all() and (known_test.lengths > window).any()
@@ -150,8 +150,7 @@ def test_known_histories_hold_the_whole_past_of_each_user(tiny_data):
         if user in valid_row:  # leave-one-out: the test past is the validation past plus the validation target
             row = valid_row[user]
             assert (known_test.row(index) == np.append(known_valid.row(row), valid.items.row(row)[-1])).all()
-    with pytest.raises(ValueError, match="no test example"):
-        known_histories(tiny_data, "test", np.array([10**9]))
+    assert len(known_test) == len(test.users) and len(known_valid) == len(valid.users)
 
 
 def test_leaving_seen_movies_out_only_lifts_unseen_targets(loaded, tiny_data):
@@ -307,3 +306,13 @@ def test_repeat_recent_is_scored_only_where_histories_repeat():
     assert repeat_baseline_note(0.0, 0.01)[0] is False
     included, why = repeat_baseline_note(0.25, 0.01)
     assert included and "25.00% of training interactions repeat" in why
+
+
+def test_known_histories_follow_the_sequences_when_each_record_is_one(fixture_dataset, tmp_path):
+    """sequence_by=record: a user owns several sequences; each row's known history is its own session's."""
+    run(fixture_dataset, tmp_path / "out", "sequence_by=record", "min_sequence_length=3")
+    test = read_split(tmp_path / "out", "test")
+    assert len(set(test.users.tolist())) < len(test.users)  # one user, several sessions
+    inputs, _ = test.items.split_last()
+    known = known_histories(tmp_path / "out", "test")
+    assert [known.row(i).tolist() for i in range(len(known))] == [inputs.row(i).tolist() for i in range(len(inputs))]

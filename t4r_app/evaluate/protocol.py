@@ -263,7 +263,7 @@ def evaluate_results(
     with tqdm(total=len(splits) * len(scorers), desc="evaluate", unit="scorer", disable=not progress) as bar:
         for split in splits:
             rows = read_split(data_dir, split)
-            known = known_histories(data_dir, split, rows.users)
+            known = known_histories(data_dir, split)
             eval_set = make_eval_set(split, rows.items, popularity, settings.sampled_negatives, seed, known)
             ranks = {}
             for name, scorer in scorers.items():
