@@ -198,8 +198,10 @@ def run_seed(
     splits = {split: results.splits[split] for split in ("valid", "test")}
     values = {"train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"]}
     values.update(_row_values({split: scores.model for split, scores in splits.items()}))
+    values.update(_history_values(splits["test"], "model"))
     baselines = {
         baseline: _row_values({split: scores.baselines[baseline] for split, scores in splits.items()})
+        | _history_values(splits["test"], baseline)
         for baseline in splits["test"].baselines
     }
     print(f"{name}, seed {seed}: valid NDCG@10 {values['valid_full_ndcg@10']:.4f}, test {values['test_full_ndcg@10']:.4f} all, "
@@ -214,6 +216,16 @@ def _row_values(by_split: dict) -> dict[str, float]:
         f"{split}_{protocol}_{metric}": value(scorer.protocol(protocol))
         for split, scorer in by_split.items() for protocol in PROTOCOLS for metric, value in ROW_METRICS.items()
     }
+
+
+def _history_values(split, scorer: str) -> dict[str, float]:
+    """Test NDCG@10 over all movies per bucket of history length, and the users in each."""
+    values = {}
+    for name, bucket in split.by_history.items():
+        if bucket.rows:
+            values[f"test_history_{name}_users"] = bucket.rows
+            values[f"test_history_{name}_full_ndcg@10"] = bucket.scorers[scorer].full.ndcg[10]
+    return values
 
 
 def summary(per_seed: list[dict[str, float]]) -> dict[str, dict]:

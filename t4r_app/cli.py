@@ -158,6 +158,7 @@ def _print_evaluation(results, run_dir: Path) -> None:
         REPORT_FILE,
         SPLIT_TITLES,
         comparison_table,
+        history_table,
         report_table,
         slices_table,
         verdict_lines,
@@ -169,6 +170,8 @@ def _print_evaluation(results, run_dir: Path) -> None:
         print(f"\n{comparison_table(results, split)}")
         if slices := slices_table(results, split):
             print(f"\n{slices}")
+        if histories := history_table(results, split):
+            print(f"\n{histories}")
     print("\n" + "\n".join(verdict_lines(results, "valid")))
     if results.settings.repeat_baseline:
         print(results.settings.repeat_baseline)

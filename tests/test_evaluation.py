@@ -266,6 +266,14 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_
                 assert comparison["resamples"] == 1000
                 assert comparison["ci95"][0] <= difference <= comparison["ci95"][1]
     assert "exclude_seen" not in saved["settings"]
+    # The history buckets split every row once: their weighted means are the overall figures.
+    for split in ("valid", "test"):
+        buckets = saved[split]["by_history"]
+        assert list(buckets) == ["1", "2-4", "5-9", "10-49", "50+"]
+        assert sum(bucket["rows"] for bucket in buckets.values()) == saved[split]["model"]["full"]["count"]
+        for protocol in ("full", "full_unseen"):
+            weighted = sum(bucket["rows"] * bucket["model"][protocol]["ndcg@10"] for bucket in buckets.values() if bucket["rows"])
+            assert weighted / saved[split]["model"][protocol]["count"] == pytest.approx(saved[split]["model"][protocol]["ndcg@10"])
     assert saved["settings"]["repeat_baseline"].startswith("repeat_recent included")
     report = (tiny_run / "report.md").read_text()
     rows = ["| over all movies | BERT4Rec |", "| with the user's watched movies left out | Markov (1st order) |",
@@ -273,6 +281,7 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_
     for text in rows + verdict_lines(EvaluationResults.from_json(saved), "valid"):
         assert text in printed and text in report
     assert "## Validation (" in report and "## Test (" in report
+    assert "| movies watched before the target: users |" in report and "| 10-49: " in printed
     assert (tiny_run / "eval_plot.png").stat().st_size > 1000
 
 

@@ -15,7 +15,8 @@ Every scorer is ranked three ways from one scoring pass:
   a fixed seed, so every scorer meets the same negatives.
 
 The model's NDCG@10 is compared with each baseline's on the same rows by a paired bootstrap
-(``comparison`` in eval.json). ``slices`` repeats the metrics for two groups of targets:
+(``comparison`` in eval.json). ``by_history`` repeats every scorer's metrics per bucket of how
+many movies the user watched before the target (1, 2-4, 5-9, 10-49, 50+), with the users in each. ``slices`` repeats the metrics for two groups of targets:
 ``rare``, the least-watched 20% of the movies with training interactions, and ``cold``,
 movies with none (seen only in validation or test, or withheld by ``train.withhold_movies``).
 Over all movies a cold target has to beat every trained one, which no scorer here does, so
@@ -48,6 +49,7 @@ from t4r_app.evaluate.results import (
     EvaluationSettings,
     ScorerResults,
     SliceResults,
+    HISTORY_BUCKETS,
     UNSEEN_LEAVES_OUT,
     SplitResults,
 )
@@ -183,6 +185,15 @@ def compare_ranks(
     return comparison
 
 
+def history_buckets(known: ItemSequences) -> dict[str, np.ndarray]:
+    """Boolean row masks per HISTORY_BUCKETS name: how many movies the user watched before the target."""
+    lengths = known.lengths
+    return {
+        name: (lengths >= first) & (lengths <= (last if last is not None else np.iinfo(np.int64).max))
+        for name, first, last in HISTORY_BUCKETS
+    }
+
+
 def target_slices(targets: np.ndarray, training_counts: np.ndarray) -> dict[str, np.ndarray]:
     """Boolean row masks: ``rare`` targets (least-watched RARE_SHARE of trained movies) and ``cold`` ones (never trained)."""
     movies = movie_ids(len(training_counts))
@@ -273,7 +284,9 @@ def evaluate_results(
                 except NonFiniteScores as error:
                     raise NonFiniteScores(f"{run_dir}: {error}") from None
                 bar.update()
-            results[split] = _split_results(ranks, target_slices(eval_set.targets, popularity), top_ks, seed)
+            results[split] = _split_results(
+                ranks, target_slices(eval_set.targets, popularity), top_ks, seed, history_buckets(eval_set.known)
+            )
     return EvaluationResults(
         results,
         EvaluationSettings(
@@ -295,13 +308,19 @@ def evaluate_results(
 
 
 def _split_results(
-    ranks: dict[str, dict[str, np.ndarray]], slices: dict[str, np.ndarray], top_ks: list[int], seed: int
+    ranks: dict[str, dict[str, np.ndarray]],
+    slices: dict[str, np.ndarray],
+    top_ks: list[int],
+    seed: int,
+    histories: dict[str, np.ndarray] | None = None,
 ) -> SplitResults:
-    """One split's results from every scorer's target ranks ("model" first) and the slices' row masks."""
+    """One split's results from every scorer's target ranks ("model" first) and the row masks of
+    the slices and of the history-length buckets."""
     by_slice = {
         name: slice_metrics(ranks, rows, top_ks, PROTOCOLS + ((AMONG_COLD,) if name == "cold" else ()))
         for name, rows in slices.items()
     }
+    by_history = {name: slice_metrics(ranks, rows, top_ks, PROTOCOLS) for name, rows in (histories or {}).items()}
     ranks = {name: {p: by_protocol[p] for p in PROTOCOLS} for name, by_protocol in ranks.items()}
     model = ranks.pop("model")
     return SplitResults(
@@ -309,6 +328,7 @@ def _split_results(
         baselines={name: ranks_metrics(r, top_ks) for name, r in ranks.items()},
         comparison={name: compare_ranks(model, r, seed=seed) for name, r in ranks.items()},
         slices=by_slice,
+        by_history=by_history,
     )
 
 

@@ -94,6 +94,24 @@ def slices_table(results: EvaluationResults, split: str) -> str:
     return _markdown(["targets", "scorer", *header], rows)
 
 
+def history_table(results: EvaluationResults, split: str) -> str:
+    """NDCG@10 and HR@10 of every scorer per bucket of history length (movies watched before the
+    target), with the users in each; empty for eval.json files from before the buckets."""
+    by_history = results.splits[split].by_history
+    total = sum(bucket.rows for bucket in by_history.values())
+    cells_of = [(protocol, column) for protocol in RANKINGS for column in (_ndcg(PLOTTED_K), _hr(PLOTTED_K))]
+    rows = []
+    for name, bucket in by_history.items():
+        for scorer_name, scorer in bucket.scorers.items():
+            rankings = scorer.by_protocol()
+            users = f"{name}: {bucket.rows:,} ({bucket.rows / total:.0%})"
+            rows.append([users, SCORER_LABELS.get(scorer_name, scorer_name), *(f"{value(rankings[p]):.4f}" for p, (_, value) in cells_of)])
+    if not rows:
+        return ""
+    header = ["movies watched before the target: users", "scorer", *(f"{label} {RANKINGS[p]}" for p, (label, _) in cells_of)]
+    return _markdown(header, rows)
+
+
 # What the verdicts' intervals do and do not cover: said wherever a verdict is printed.
 INTERVAL_SCOPE = (
     "The 95% intervals are a paired bootstrap over this split's users: they cover which users were "
@@ -167,6 +185,8 @@ def write_report(results: EvaluationResults, run_dir: Path) -> Path:
         ]
         if slices := slices_table(results, split):
             parts += ["", slices]
+        if histories := history_table(results, split):
+            parts += ["", histories]
     parts += ["", f"![NDCG@{PLOTTED_K} and HR@{PLOTTED_K}]({PLOT_FILE})", ""]
     path = Path(run_dir) / REPORT_FILE
     path.write_text("\n".join(parts))

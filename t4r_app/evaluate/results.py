@@ -5,8 +5,12 @@ eval.json::
     {split: {"model": {protocol: metrics},
              "baselines": {name: {protocol: metrics}},
              "comparison": {baseline: {protocol: {"ndcg@10_difference", "ci95", "resamples"}}},
-             "slices": {"rare" | "cold": {"rows": n, scorer: {protocol: metrics}}}},
+             "slices": {"rare" | "cold": {"rows": n, scorer: {protocol: metrics}}},
+             "by_history": {"1" | "2-4" | "5-9" | "10-49" | "50+": {"rows": n, scorer: {protocol: metrics}}}},
      "settings": {...}}
+
+``by_history`` groups the rows by how many movies the user watched before the target
+(``HISTORY_BUCKETS``), so a figure can be read for the users it covers.
 
 where metrics are ``RankingMetrics.to_json()`` (``hr@k``, ``ndcg@k``, ``mrr``, ``count``).
 """
@@ -14,7 +18,7 @@ where metrics are ``RankingMetrics.to_json()`` (``hr@k``, ``ndcg@k``, ``mrr``, `
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from t4r_app.evaluate.metrics import RankingMetrics
@@ -25,6 +29,8 @@ COMPARED_K = 10  # the bootstrap compares NDCG@10, and the verdicts read it
 DIFFERENCE = f"ndcg@{COMPARED_K}_difference"
 PROTOCOLS = ("full", "full_unseen", "sampled")  # how a target is ranked; see ``evaluate.protocol``
 AMONG_COLD = "among_cold"  # the cold slice only: the target among the movies without training interactions
+# Buckets of history length (movies watched before the target): (name, first, last or None).
+HISTORY_BUCKETS = (("1", 1, 1), ("2-4", 2, 4), ("5-9", 5, 9), ("10-49", 10, 49), ("50+", 50, None))
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class SplitResults:
     baselines: dict[str, ScorerResults]
     comparison: dict[str, dict[str, BootstrapComparison]]  # baseline -> protocol -> model minus baseline
     slices: dict[str, SliceResults]
+    by_history: dict[str, SliceResults] = field(default_factory=dict)  # HISTORY_BUCKETS name -> rows in it
 
     @property
     def scorers(self) -> dict[str, ScorerResults]:
@@ -109,11 +116,12 @@ class SplitResults:
                 for name, by_protocol in self.comparison.items()
             },
             "slices": {name: value.to_json() for name, value in self.slices.items()},
+            "by_history": {name: value.to_json() for name, value in self.by_history.items()},
         }
 
     @classmethod
     def from_json(cls, data: dict) -> "SplitResults":
-        # Older eval.json files have no comparison or slices.
+        # Older eval.json files have no comparison, slices or by_history.
         return cls(
             model=ScorerResults.from_json(data["model"]),
             baselines={name: ScorerResults.from_json(value) for name, value in data["baselines"].items()},
@@ -122,6 +130,7 @@ class SplitResults:
                 for name, by_protocol in data.get("comparison", {}).items()
             },
             slices={name: SliceResults.from_json(value) for name, value in data.get("slices", {}).items()},
+            by_history={name: SliceResults.from_json(value) for name, value in data.get("by_history", {}).items()},
         )
 
 
