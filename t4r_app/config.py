@@ -44,7 +44,8 @@ class PreprocessConfig:
     )
     min_sequence_length: int = _field(
         5,
-        "Leave out sequences shorter than this (after de-duplication); 5 as in the BERT4Rec paper.",
+        "Train only on sequences at least this long (after de-duplication); 5 as in the BERT4Rec paper. "
+        "Shorter ones are still evaluated wherever they have a validation or test target.",
         minimum=3,
     )
     max_seq_length: int = _field(

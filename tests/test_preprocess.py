@@ -104,17 +104,21 @@ def test_consecutive_duplicates_are_dropped_and_counted(tmp_path):
 
 
 def test_counts_reconcile_from_records_to_sequences(fixture_dataset, tmp_path):
-    write_shard(fixture_dataset / "recommendation" / "dataset" / "data-3.tfrecord", [session(9, [10, 11], [1, 2])])
+    write_shard(fixture_dataset / "recommendation" / "dataset" / "data-3.tfrecord",
+                [session(9, [10, 11], [1, 2]), session(11, [12], [3])])
     out = tmp_path / "out"
     stats = run(fixture_dataset, out).stats
     read, kept = stats.read, stats.kept
-    assert read.records_read == read.records_kept + sum(read.records_rejected.values()) == 6
+    assert read.records_read == read.records_kept + sum(read.records_rejected.values()) == 7
     dropped = kept.interactions_dropped
     assert read.interactions == kept.interactions + dropped.consecutive_duplicates + dropped.short_sequences
-    assert kept.interactions == 12 and dropped.short_sequences == 2
-    assert kept.users == 2 and kept.sequences == 2 and kept.sequences_dropped_short == 1
-    assert stats.splits["test"] == SplitStats(sequences=2, interactions=12, length=LengthSummary(min=6, median=6.0, max=6))
-    assert json.loads((out / "stats.json").read_text())["records_read"] == 6
+    assert kept.interactions == 12 and dropped.short_sequences == 3
+    assert kept.users == 2 and kept.sequences == 2 and kept.sequences_dropped_short == 2
+    assert kept.sequences_one_interaction == 1  # user 11: nothing to predict from
+    # User 9's two items are too short to train on, but its test example counts: input [10], target 11.
+    assert stats.splits["test"] == SplitStats(sequences=3, interactions=14, length=LengthSummary(min=2, median=6.0, max=6))
+    assert "train" in stats.splits and stats.splits["train"].sequences == 2
+    assert json.loads((out / "stats.json").read_text())["records_read"] == 7
     assert load_preprocess_stats(out) == stats
 
 
@@ -133,6 +137,7 @@ def test_stats_json_keeps_its_keys_and_reads_back():
         "repeats": {"interactions": 0, "share": 0.0},
         "sequences": 2,
         "sequences_dropped_short": 1,
+        "sequences_one_interaction": 0,
         "users": 2,
         "items": 30,
         "item_ids": {"padding": 0, "null": 1, "out_of_vocabulary": 2, "first_movie": 3, "last_movie": 32, "mask": 33},

@@ -80,8 +80,11 @@ class DropConsecutiveDuplicates(nvt.ops.Operator):
 
 
 class SplitExamples(nvt.ops.Operator):
-    """Keep the ``role`` example of every sequence of at least ``min_sequence_length`` items
-    that has one (see workflow.splits)."""
+    """Keep the ``role`` example of every sequence that has one (see workflow.splits).
+
+    ``min_sequence_length`` applies to training only: a shorter sequence is not trained on, but
+    its validation and test examples are kept, so evaluation covers every user with a target.
+    """
 
     def __init__(self, rule: SplitRule, role: str, min_sequence_length: int):
         super().__init__()
@@ -93,7 +96,8 @@ class SplitExamples(nvt.ops.Operator):
         df = _as_pandas(df)
         items, times, offsets = _read_lists(df)
         keep, start, stop = example_bounds(self.rule, self.role, times, offsets)
-        keep &= np.diff(offsets) >= self.min_sequence_length
+        if self.role == "train":
+            keep &= np.diff(offsets) >= self.min_sequence_length
         rows = np.flatnonzero(keep)
         row_starts = offsets[:-1][rows]
         kept_items, new_offsets = gather_slices(items, row_starts, start[rows], stop[rows])

@@ -276,8 +276,12 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
     return PreprocessResult(output, stats)
 
 
+def _one_interaction_note(count: int) -> str:
+    return f"; {count:,} of one interaction: no input, so not evaluated either" if count else ""
+
+
 def _count_kept(sequences_dir: Path, min_sequence_length: int, read_stats: ReadStats) -> SequenceCounts:
-    """Interactions and sequences kept after grouping (consecutive duplicates dropped) and the length filter."""
+    """Interactions and sequences after grouping (consecutive duplicates dropped), and those long enough to train on."""
     sequences = list_sequences(read_parquet_columns(sequences_dir, [ITEM_LIST])[ITEM_LIST])
     lengths = sequences.lengths
     long_enough = lengths >= min_sequence_length
@@ -293,6 +297,7 @@ def _count_kept(sequences_dir: Path, min_sequence_length: int, read_stats: ReadS
         repeats=repeat_stats(sequences, long_enough),
         sequences=int(long_enough.sum()),
         sequences_dropped_short=int((~long_enough).sum()),
+        sequences_one_interaction=int((lengths == 1).sum()),
         users=int(len(users)),
     )
 
@@ -327,9 +332,10 @@ def format_summary(stats: PreprocessStats) -> str:
         f"shards          {read.shards_read} read, rejected: {shards_rejected}",
         f"records         {read.records_read:,} read = {read.records_kept:,} kept + "
         f"{sum(read.records_rejected.values()):,} rejected ({rejected})",
-        f"interactions    {read.interactions:,} read -> {kept.interactions:,} in sequences "
-        f"(dropped: {dropped.consecutive_duplicates:,} consecutive duplicates, "
-        f"{dropped.short_sequences:,} in {kept.sequences_dropped_short:,} short sequences)",
+        f"interactions    {read.interactions:,} read -> {kept.interactions:,} trained on "
+        f"({dropped.consecutive_duplicates:,} consecutive duplicates dropped; {dropped.short_sequences:,} in "
+        f"{kept.sequences_dropped_short:,} sequences too short to train on, still evaluated"
+        f"{_one_interaction_note(kept.sequences_one_interaction)})",
         *_repeats_line(kept.repeats),
         f"users / items   {kept.users:,} users, {stats.items:,} movies"
         f"{_titles_only_note(stats)} "

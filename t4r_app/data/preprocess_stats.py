@@ -33,20 +33,24 @@ class RepeatStats:
 
 @dataclass(frozen=True)
 class DroppedInteractions:
-    consecutive_duplicates: int
+    consecutive_duplicates: int  # gone from sequences/
+    # In sequences shorter than preprocess.min_sequence_length: not trained on, but still in
+    # validation and test wherever the sequence has a target there.
     short_sequences: int
 
 
 @dataclass(frozen=True)
 class SequenceCounts:
-    """What grouping the interactions into sequences and the minimum length kept."""
+    """What grouping the interactions into sequences kept, and what the minimum length keeps for training."""
 
     interactions_dropped: DroppedInteractions
-    interactions: int  # in the sequences kept
+    interactions: int  # in the sequences trained on (at least min_sequence_length)
     repeats: RepeatStats | None  # None: a DATA_DIR from before repeats were measured
-    sequences: int
-    sequences_dropped_short: int
+    sequences: int  # trained on
+    sequences_dropped_short: int  # not trained on (too short), still evaluated where they have a target
     users: int
+    # One interaction: no input to predict from, so neither trained on nor evaluated.
+    sequences_one_interaction: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class PreprocessStats:
         data.update(
             sequences=kept.sequences,
             sequences_dropped_short=kept.sequences_dropped_short,
+            sequences_one_interaction=kept.sequences_one_interaction,
             users=kept.users,
             items=self.items,
             item_ids=asdict(self.item_ids),
@@ -158,6 +163,7 @@ class PreprocessStats:
                 sequences=data["sequences"],
                 sequences_dropped_short=data["sequences_dropped_short"],
                 users=data["users"],
+                sequences_one_interaction=data.get("sequences_one_interaction", 0),
             ),
             items=data["items"],
             item_ids=ItemIds(**data["item_ids"]),
