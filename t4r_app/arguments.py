@@ -353,6 +353,7 @@ class PredictArgs(ClientOptions):
     input: Path = option("sessions .jsonl or .parquet")
     output: Path = option("predictions .jsonl to write")
     show: int = option("also print the first N sessions' recommendations", 0, metavar="N")
+    quiet: bool = option(QUIET_HELP, False)
 
 
 @dataclass(kw_only=True)

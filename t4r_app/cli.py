@@ -183,7 +183,7 @@ def _cmd_predict(args: PredictArgs) -> int:
 
     summary = predict(
         args.run, args.input, args.output, args.top_k, args.exclude_seen, server=args.server, protocol=args.protocol,
-        progress=not getattr(args, "quiet", False),
+        progress=not args.quiet,
     )
     if args.show:
         _show_predictions(summary.output, args.show)

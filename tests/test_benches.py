@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.bench_quality import compared_with_default, data_name, data_overrides, markdown, summary, training_overrides, variant_row
@@ -90,3 +91,14 @@ def test_catalogue_step_reports_rate_and_memory(sampled):
     row = json.loads(done.stdout.strip().splitlines()[-1])
     assert row["catalogue"] == 3000 and row["windows_per_s"] > 0 and row["peak_rss_mb"] > 0
     assert ("sampled" in row["loss"]) == bool(sampled)
+
+
+def test_every_user_check_builds_one_session_per_user_from_the_interactions(tiny_data):
+    from bench.every_user_check import ndcg_at_k, user_sessions
+    from t4r_app.data.item_sequences import read_split
+
+    sessions, targets, single = user_sessions(tiny_data)
+    # Every user with two interactions or more is a test row; the generator gives some users one.
+    assert len(sessions) == len(targets) == len(read_split(tiny_data, "test").users) and len(sessions) + single == 400
+    assert all(len(session) >= 1 for session in sessions)
+    assert ndcg_at_k([[5, 7], [1, 2], [3]], np.array([5, 2, 9])) == pytest.approx((1.0 + 1 / np.log2(3)) / 3)
