@@ -264,6 +264,13 @@ class PreprocessArgs(ConfigOptions):
     input: str = option("recommandation.zip, a dataset folder, or a glob")
     output: Path = option("DATA_DIR to write the outputs into")
     titles: Path | None = option("movie_title_by_index.json, when it is not beside the shards or in the zip", None)
+    vocabulary_from: Path | None = option(
+        "a previous DATA_DIR: every movie it knew keeps its item id, new movies get the next ids (stats.json: "
+        "items_new), so ids stored downstream and a model trained on it stay valid. Without it ids follow popularity "
+        "and may change between fits",
+        None,
+        metavar="OLD_DATA_DIR",
+    )
 
 
 NPROC_HELP = (

@@ -88,7 +88,7 @@ def _cmd_preprocess(args: PreprocessArgs) -> int:
     from t4r_app.data.preprocess import preprocess
 
     config = load_config(args.config, args.overrides)
-    _print_preprocessing(preprocess(config, args.input, args.output, titles_path=args.titles))
+    _print_preprocessing(preprocess(config, args.input, args.output, titles_path=args.titles, vocabulary_from=args.vocabulary_from))
     return 0
 
 

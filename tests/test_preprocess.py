@@ -13,7 +13,7 @@ from merlin.schema import Tags
 import nvtabular as nvt
 from t4r_app.config import load_config
 from t4r_app.data.item_sequences import ItemSequences, measured_repeats, repeat_stats, resolve_exclude_seen
-from t4r_app.data.preprocess import format_summary
+from t4r_app.data.preprocess import format_summary, preprocess
 from t4r_app.data.preprocess_stats import (
     ItemIds,
     LengthSummary,
@@ -268,3 +268,26 @@ def test_auto_leaves_seen_movies_out_when_nobody_watches_a_movie_twice(fixture_d
     assert resolve_exclude_seen(load_config(None, ["serve.exclude_seen=false"]), out) == (
         False, "serve.exclude_seen=false in the config (0.00% of interactions repeat a movie earlier in their sequence)"
     )
+
+
+def test_vocabulary_from_keeps_every_old_id_and_appends_new_movies(fixture_dataset, tmp_path):
+    day1 = tmp_path / "day1"
+    run(fixture_dataset, day1)
+    # Day 2: a new user watches a new movie 40 (and old ones) often enough to outrank the old
+    # movies, which without the old vocabulary would move their ids.
+    write_shard(fixture_dataset / "recommendation" / "dataset" / "data-3.tfrecord",
+                [session(9, [40, 40, 40, 41, 40, 13, 40], [1, 2, 3, 4, 5, 6, 7])])
+    write_titles(fixture_dataset / "recommendation" / "movie_title_by_index.json", range(50))
+    day2 = tmp_path / "day2"
+    stats = preprocess(load_config(None, []), str(fixture_dataset), day2, vocabulary_from=day1).stats
+    old = pd.read_parquet(day1 / "item_mapping.parquet").set_index("movie_index")["item_id"]
+    new = pd.read_parquet(day2 / "item_mapping.parquet").set_index("movie_index")["item_id"]
+    assert (new[old.index] == old).all()  # every old movie at its old id
+    appended = new.drop(old.index)
+    assert appended.min() == old.max() + 1 and {40, 41} <= set(appended.index)
+    assert stats.items_new == len(appended) and json.loads((day2 / "stats.json").read_text())["items_new"] == len(appended)
+    # The saved workflow encodes with those ids: day 2's sequences hold 40 at its new id.
+    assert decoded(day2, "sequences")[9] == [40, 40, 40, 41, 40, 13, 40]
+    refit = run(fixture_dataset, tmp_path / "refit").stats
+    assert refit.items_new is None
+    assert pd.read_parquet(tmp_path / "refit" / "item_mapping.parquet").set_index("movie_index")["item_id"][40] == 3  # by popularity

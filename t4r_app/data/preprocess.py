@@ -165,6 +165,39 @@ def _write_item_mapping(workflow_dir: Path, titles: dict[int, str] | None, outpu
     return mapping
 
 
+VOCABULARY_FILE = Path("categories") / f"unique.{RAW_MOVIE}.parquet"  # Categorify's fitted movies, row index = item id
+
+
+def read_previous_vocabulary(previous: str | Path) -> pd.DataFrame:
+    """The fitted movies of a previous DATA_DIR (``--vocabulary-from``), read before anything is written."""
+    path = Path(previous) / VOCABULARY_FILE
+    if not path.is_file():
+        raise PreprocessError(f"--vocabulary-from {previous}: no {VOCABULARY_FILE} there; give a DATA_DIR written by `t4r-app preprocess`")
+    return pd.read_parquet(path)
+
+
+def _keep_vocabulary(workflow, output: Path, old: pd.DataFrame, input_schema) -> int:
+    """Give every movie of a previous vocabulary its old item id; append the others.
+
+    Categorify just fitted this data's movies with ids by popularity, so a refit would move
+    ids. Here the previous vocabulary comes first, each movie at its old id (with this data's
+    count, 0 where it no longer appears), and the movies it did not hold follow in the fitted
+    order. Returns how many are new.
+    """
+    path = output / VOCABULARY_FILE
+    fitted = pd.read_parquet(path)
+    counts = dict(zip(fitted[RAW_MOVIE].tolist(), fitted[f"{RAW_MOVIE}_size"].tolist()))
+    kept = old[[RAW_MOVIE]].assign(**{f"{RAW_MOVIE}_size": [counts.get(movie, 0) for movie in old[RAW_MOVIE].tolist()]})
+    known = set(old[RAW_MOVIE].tolist())
+    new = fitted[~fitted[RAW_MOVIE].isin(known)]
+    start = int(old.index.max()) + 1 if len(old) else FIRST_MOVIE_ID
+    new = new.set_axis(pd.RangeIndex(start, start + len(new)))
+    pd.concat([kept, new]).astype(fitted.dtypes.to_dict()).to_parquet(path)
+    # Categorify reads its vocabulary size from this file when the schema is built: rebuild it.
+    workflow.graph.construct_schema(input_schema, preserve_dtypes=True)
+    return len(new)
+
+
 def _add_title_only_movies(workflow, output: Path, titles: dict[int, str] | None, input_schema) -> int:
     """Give movies that are in the titles file but in no record an item id, after the watched ones.
 
@@ -196,13 +229,22 @@ def _partitions(config: AppConfig, interactions: int) -> int:
     return config.preprocess.partitions or max(1, -(-interactions // ROWS_PER_PARTITION))
 
 
-def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, titles_path: str | None = None) -> PreprocessResult:
+def preprocess(
+    config: AppConfig,
+    input_path: str,
+    output_dir: str | Path,
+    titles_path: str | None = None,
+    vocabulary_from: str | Path | None = None,
+) -> PreprocessResult:
+    """``input_path`` checked, grouped and split into ``output_dir``; with ``vocabulary_from`` (a
+    previous DATA_DIR) every movie it knew keeps its item id and new movies get the next ones."""
     # NVTabular (imported above, and by workflow.sequences) is slow to import: the CLI imports
     # this module inside the preprocess command only, which keeps `t4r-app --help` fast.
     started = time.perf_counter()
     # Workers of a running cluster write the outputs (Categorify's vocabulary among them) from
     # their own working directory: a relative path would land there, not under the client's.
     output = Path(output_dir).absolute()
+    previous = read_previous_vocabulary(vocabulary_from) if vocabulary_from else None  # before the clearing below
     output.mkdir(parents=True, exist_ok=True)
     _clear_outputs(output)
     save_config(config, output / "config.yaml")
@@ -231,6 +273,7 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
             config.preprocess.sequence_by, config.preprocess.drop_consecutive_duplicates, output
         )
         sequence_workflow.fit(interactions)
+        new_watched = _keep_vocabulary(sequence_workflow, output, previous, interactions.schema) if previous is not None else 0
         title_only = _add_title_only_movies(sequence_workflow, output, titles, interactions.schema)
         stages.update()
         stages.set_postfix_str("group sequences")
@@ -269,6 +312,7 @@ def preprocess(config: AppConfig, input_path: str, output_dir: str | Path, title
         split=SplitRuleStats(config.split.protocol, valid_cutoff, test_cutoff),
         splits={role: _split_stats(output / role) for role in ROLES},
         items_titles_only=title_only,
+        items_new=new_watched + title_only if previous is not None else None,
     )
     timings["total"] = time.perf_counter() - started
     stats.timings_s = {name: round(seconds, 3) for name, seconds in timings.items()}
@@ -340,6 +384,8 @@ def format_summary(stats: PreprocessStats) -> str:
         f"users / items   {kept.users:,} users, {stats.items:,} movies"
         f"{_titles_only_note(stats)} "
         f"(item ids {ids.first_movie}..{ids.last_movie}, padding {ids.padding}, mask {ids.mask})",
+        *([f"vocabulary      the previous DATA_DIR's ids kept; {stats.items_new:,} new movies after them"]
+          if stats.items_new is not None else []),
         f"protocol        {stats.split.protocol}",
         "split      sequences  interactions  length min / median / max",
     ]

@@ -120,6 +120,8 @@ class PreprocessStats:
     splits: dict[str, SplitStats]
     items_titles_only: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    # With --vocabulary-from: movies the previous vocabulary did not hold (ids after its last); None without.
+    items_new: int | None = None
 
     def to_json(self) -> dict:
         """stats.json's content: ``read`` and ``kept`` are flat at the top level, as they always were."""
@@ -141,6 +143,8 @@ class PreprocessStats:
             items_titles_only=self.items_titles_only,
             timings_s=dict(self.timings_s),
         )
+        if self.items_new is not None:
+            data["items_new"] = self.items_new
         return data
 
     @classmethod
@@ -174,6 +178,7 @@ class PreprocessStats:
             },
             items_titles_only=data.get("items_titles_only", 0),
             timings_s=data.get("timings_s", {}),
+            items_new=data.get("items_new"),
         )
 
     def write(self, data_dir: Path) -> Path:
