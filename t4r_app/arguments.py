@@ -295,6 +295,12 @@ class TrainArgs(ConfigOptions):
     data: Path = option("DATA_DIR written by `t4r-app preprocess`")
     output: Path = option("RUN_DIR to write the run into")
     resume: bool = option("continue the run in RUN_DIR from its last checkpoint", False)
+    init_from: Path | None = option(
+        "start from an earlier RUN_DIR's weights (the daily update): the data must keep its item ids "
+        "(preprocess --vocabulary-from); new movies' rows start fresh, the optimizer too; run.json records the parent",
+        None,
+        metavar="OLD_RUN_DIR",
+    )
     quiet: bool = option(QUIET_HELP, False)
     nproc: int = option(NPROC_HELP, 1, parse=positive_int)
 

@@ -100,7 +100,7 @@ def _cmd_train(args: TrainArgs) -> int:
         # The ranks run this same command, without --nproc, under torchrun.
         return distributed.launch(args.nproc, _without_option(sys.argv[1:], "--nproc"))
     config = load_config(_run_config(args), args.overrides)
-    result = train(config, args.data, args.output, resume=args.resume, progress=not args.quiet)
+    result = train(config, args.data, args.output, resume=args.resume, progress=not args.quiet, init_from=args.init_from)
     if not distributed.is_main_process():
         return 0
     _print_training(result)

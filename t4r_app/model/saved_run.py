@@ -49,6 +49,8 @@ class RunInfo:
     exclude_seen_reason: str = ""
     # Every config value training chose from the data (a key that said `auto`): key, value, why.
     auto_choices: list = field(default_factory=list)
+    # train --init-from: the run whose weights this one started from ("" for a fresh start).
+    parent_run: str = ""
 
 
 def load_schema(split_dir: str | Path) -> Schema:

@@ -258,8 +258,11 @@ def train(
     resume: bool = False,
     progress: bool = True,
     callbacks: list[TrainerCallback] | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
-    """Train the configured model on ``data_dir`` (preprocess output) into ``run_dir``; see the module doc."""
+    """Train the configured model on ``data_dir`` (preprocess output) into ``run_dir``; see the module doc.
+
+    ``init_from``: an earlier RUN_DIR whose weights the model starts from (``model.warm_start``)."""
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir)
     _check_data(data_dir)
     last_checkpoint = _prepare_run_dir(run_dir, resume)
@@ -282,6 +285,7 @@ def train(
                 transformers.__version__,
                 *resolve_exclude_seen(config, data_dir),
                 auto_choices=[asdict(choice) for choice in choices],
+                parent_run=str(Path(init_from).resolve()) if init_from else "",
             ),
         )
     transformers.set_seed(config.seed)
@@ -300,6 +304,8 @@ def train(
             f"(after {first_validation} steps): raise it or lower train.eval_every_epochs"
         )
     model = build_model(schema, config.model, config.evaluate.top_ks, features)
+    if init_from:
+        _start_from(model, Path(init_from), config, schema, data_dir, main_process)
     trainer = tr.Trainer(
         model=model,
         args=training_arguments(config, run_dir, max_length, vocabulary_size(schema), steps_per_epoch),
@@ -331,6 +337,23 @@ def train(
         os.replace(metrics, run_dir / "metrics.json")
     distributed.finish()
     return result
+
+
+def _start_from(model, parent_dir: Path, config: AppConfig, schema, data_dir: Path, main_process: bool) -> None:
+    """Load an earlier run's weights into ``model`` (``train --init-from``), after checking they fit."""
+    import pandas as pd
+
+    from t4r_app.model.saved_run import ITEM_MAPPING, MODEL_DIR, load_run
+    from t4r_app.model.warm_start import check_compatible, check_same_movies, warm_start
+
+    parent = load_run(parent_dir, device="cpu")
+    check_compatible(parent.config.model, config.model, parent_dir)
+    check_same_movies(pd.read_parquet(parent_dir / MODEL_DIR / ITEM_MAPPING), pd.read_parquet(data_dir / ITEM_MAPPING), parent_dir)
+    done = warm_start(model, parent.model.state_dict(), vocabulary_size(parent.schema), vocabulary_size(schema),
+                      config.model.title_embeddings)
+    if main_process:
+        print(f"init-from {parent_dir}: {done['weights']} weights copied, {done['grown_by_item_id']} of them grown by "
+              f"{done['new_item_ids']:,} new item ids", flush=True)
 
 
 def training_loader(config: AppConfig, histories: ItemSequences, max_length: int) -> WindowLoader:
