@@ -4,6 +4,7 @@ history, the verdicts. Shuffled targets: see test_demo_quality."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -29,7 +30,7 @@ from t4r_app.evaluate.protocol import (
     sample_negatives,
     scorer_ranks,
 )
-from t4r_app.evaluate.report import INTERVAL_SCOPE, baseline_verdicts, verdict, verdict_lines
+from t4r_app.evaluate.report import INTERVAL_SCOPE, baseline_verdicts, report_table, verdict, verdict_lines
 from t4r_app.evaluate.results import BootstrapComparison, EvaluationResults, ScorerResults, SplitResults
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.model.saved_run import MONITOR_METRIC, load_run
@@ -281,6 +282,11 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_
     for text in rows + verdict_lines(EvaluationResults.from_json(saved), "valid"):
         assert text in printed and text in report
     assert "## Validation (" in report and "## Test (" in report
+    assert report.startswith("# BERT4Rec evaluation") and saved["settings"]["model_label"] == "BERT4Rec"
+    # The tables name the model by its architecture, not always BERT4Rec.
+    sasrec = EvaluationResults.from_json(saved)
+    sasrec = EvaluationResults(sasrec.splits, dataclasses.replace(sasrec.settings, model_label="SASRec"))
+    assert "| over all movies | SASRec |" in report_table(sasrec, "test") and "BERT4Rec" not in report_table(sasrec, "test")
     assert "| movies watched before the target: users |" in report and "| 10-49: " in printed
     assert (tiny_run / "eval_plot.png").stat().st_size > 1000
 

@@ -59,6 +59,7 @@ COMPARED_PROTOCOLS = ("full", "full_unseen")  # the bootstrap compares the full 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
 RARE_SHARE = 0.2
+MODEL_LABELS = {"bert4rec": "BERT4Rec", "sasrec": "SASRec"}  # how reports name the model of each architecture
 
 Scorer = Callable[[ItemSequences, slice], np.ndarray]
 """Scores over item ids for ``sessions`` rows in ``rows``; shape (rows, vocabulary)."""
@@ -303,6 +304,7 @@ def evaluate_results(
             data_dir=str(data_dir),
             unseen_leaves_out=UNSEEN_LEAVES_OUT,
             repeat_baseline=repeat_note,
+            model_label=MODEL_LABELS.get(run.config.model.architecture, run.config.model.architecture),
         ),
     )
 

@@ -12,7 +12,6 @@ from t4r_app.plotting import pyplot
 REPORT_FILE = "report.md"
 PLOT_FILE = "eval_plot.png"
 SCORER_LABELS = {
-    "model": "BERT4Rec",
     "most_popular": "MostPopular",
     "markov": "Markov (1st order)",
     "title_popularity": "popularity by similar titles",
@@ -25,6 +24,13 @@ RANKINGS = {"full": "over all movies", "full_unseen": "with the user's watched m
 PLOTTED_K = 10
 
 Column = tuple[str, Callable[[RankingMetrics], float]]
+
+
+def _label(name: str, settings: EvaluationSettings | None) -> str:
+    """How a scorer is named in tables: the model by its architecture (eval.json's ``model_label``)."""
+    if name == "model":
+        return settings.model_label if settings is not None else "model"
+    return SCORER_LABELS.get(name, name)
 
 
 def _protocol_label(protocol: str, settings: EvaluationSettings) -> str:
@@ -55,7 +61,7 @@ def report_table(results: EvaluationResults, split: str) -> str:
     rows = [
         [
             _protocol_label(protocol, settings),
-            SCORER_LABELS.get(name, name),
+            _label(name, settings),
             *(f"{value(scorer.protocol(protocol)):.4f}" for _, value in columns),
         ]
         for protocol in settings.protocols
@@ -70,10 +76,10 @@ def comparison_table(results: EvaluationResults, split: str) -> str:
     for name, by_protocol in results.splits[split].comparison.items():
         for protocol, comparison in by_protocol.items():
             low, high = comparison.ci95
-            label = SCORER_LABELS.get(name, name)
+            label = _label(name, results.settings)
             rows.append([label, RANKINGS[protocol], f"{comparison.difference:+.4f}", f"[{low:+.4f}, {high:+.4f}]",
                          verdict(low, high)])
-    header = ["baseline", "ranking", f"BERT4Rec minus baseline, NDCG@{COMPARED_K}", "95% interval", "verdict"]
+    header = ["baseline", "ranking", f"{_label('model', results.settings)} minus baseline, NDCG@{COMPARED_K}", "95% interval", "verdict"]
     return _markdown(header, rows)
 
 
@@ -87,7 +93,7 @@ def slices_table(results: EvaluationResults, split: str) -> str:
             rankings = scorer.by_protocol()
             cells = [f"{value(rankings[p]):.4f}" if p in rankings else "" for p, (_, value) in cells_of]
             targets = f"{SLICE_TITLES.get(name, name)}: {slice_results.rows:,}"
-            rows.append([targets, SCORER_LABELS.get(scorer_name, scorer_name), *cells])
+            rows.append([targets, _label(scorer_name, results.settings), *cells])
     if not rows:
         return ""
     header = [f"{label} {RANKINGS.get(p, 'among the cold movies')}" for p, (label, _) in cells_of]
@@ -105,7 +111,7 @@ def history_table(results: EvaluationResults, split: str) -> str:
         for scorer_name, scorer in bucket.scorers.items():
             rankings = scorer.by_protocol()
             users = f"{name}: {bucket.rows:,} ({bucket.rows / total:.0%})"
-            rows.append([users, SCORER_LABELS.get(scorer_name, scorer_name), *(f"{value(rankings[p]):.4f}" for p, (_, value) in cells_of)])
+            rows.append([users, _label(scorer_name, results.settings), *(f"{value(rankings[p]):.4f}" for p, (_, value) in cells_of)])
     if not rows:
         return ""
     header = ["movies watched before the target: users", "scorer", *(f"{label} {RANKINGS[p]}" for p, (label, _) in cells_of)]
@@ -161,7 +167,7 @@ def write_report(results: EvaluationResults, run_dir: Path) -> Path:
     splits = [name for name in ("valid", "test") if name in results.splits]
     bootstrap = settings.bootstrap
     parts = [
-        "# BERT4Rec evaluation",
+        f"# {settings.model_label} evaluation",
         "",
         f"Data: `{settings.data_dir}`. Each target is ranked {RANKINGS['full']}, {RANKINGS['full_unseen']} "
         f"({settings.unseen_leaves_out}; the same rule for every scorer, and a target the user already watched "
@@ -208,7 +214,7 @@ def _plot(results: EvaluationResults, splits: list[str], path: Path) -> None:
             values = [_value_or_nan(value, scorers[name].protocol(protocol)) for name in names]
             positions = np.arange(len(names)) + (offset - 0.5) * width
             axis.bar(positions, values, width, color=color, label=RANKINGS[protocol])
-        axis.set_xticks(range(len(names)), [SCORER_LABELS.get(n, n) for n in names], rotation=25, ha="right", fontsize=8)
+        axis.set_xticks(range(len(names)), [_label(n, results.settings) for n in names], rotation=25, ha="right", fontsize=8)
         axis.set_title(f"{split} {label}", fontsize=9)
     axes[0][0].legend(fontsize=7)
     figure.tight_layout()

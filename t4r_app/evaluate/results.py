@@ -161,6 +161,7 @@ class EvaluationSettings:
     data_dir: str
     unseen_leaves_out: str = OLD_UNSEEN  # what full_unseen leaves out of each ranking
     repeat_baseline: str = ""  # whether repeat_recent was scored, and why
+    model_label: str = "BERT4Rec"  # how tables name the model: its architecture (files from before it: BERT4Rec)
 
     @classmethod
     def from_json(cls, data: dict) -> "EvaluationSettings":
