@@ -211,10 +211,10 @@ class TrainConfig:
         minimum=0,
     )
     length_buckets: int = _field(
-        50,
+        0,
         "Group each epoch's shuffled windows into batches of similar length: runs of this many batches are "
         "sorted by length before being cut, and the batches shuffled (far less padding where most histories "
-        "are short); 0 = plain shuffle.",
+        "are short, but less learnt per epoch: off by default, see the README); 0 = plain shuffle.",
         minimum=0,
     )
     copies_per_epoch: int = _field(
