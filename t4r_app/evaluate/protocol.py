@@ -133,7 +133,7 @@ def scorer_ranks(
         if not_movies is None:
             not_movies = np.ones(scores.shape[1], dtype=bool)
             not_movies[movie_ids(scores.shape[1])] = False
-        _check_finite(scores[:, ~not_movies], name, eval_set.name, rows)
+        _check_finite(scores, not_movies, name, eval_set.name, rows)
         scores[:, not_movies] = EXCLUDED
         targets = eval_set.targets[rows]
         ranks["full"].append(target_ranks(scores, targets))
@@ -147,9 +147,11 @@ def scorer_ranks(
     return {protocol: np.concatenate(parts) for protocol, parts in ranks.items()}
 
 
-def _check_finite(movie_scores: np.ndarray, scorer: str, split: str, rows: slice) -> None:
-    """-inf is a movie the scorer may never recommend (it ranks last); NaN and +inf have no rank."""
-    invalid = np.isnan(movie_scores) | np.isposinf(movie_scores)
+def _check_finite(scores: np.ndarray, not_movies: np.ndarray, scorer: str, split: str, rows: slice) -> None:
+    """-inf is a movie the scorer may never recommend (it ranks last); NaN and +inf have no rank.
+    Checked in boolean masks, not on a copy of the movie columns: this runs on every batch."""
+    invalid = np.isnan(scores) | np.isposinf(scores)
+    invalid[:, not_movies] = False
     if invalid.any():
         bad_rows, _ = np.nonzero(invalid)
         raise NonFiniteScores(
