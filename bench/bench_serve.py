@@ -1,10 +1,22 @@
-"""Serving benchmark: single-session requests through the real tritonserver, against in-process predict.
+"""Serving benchmark, per catalogue size: in-process answers, the real tritonserver, and perf_analyzer, side by side.
 
-Trains a small model on the demo's generated data (serving speed does not depend on how well
-it is trained), exports it, starts tritonserver on free local ports, then sends one-session
-HTTP requests for --seconds at concurrency 1 and 8 (a client per thread), recording every
-latency. The same sessions are also answered in-process, one at a time, so the ratio shows
-what Triton adds. Writes JSON (see --output). Not a test: run on an idle machine.
+For each ``--items`` size: trains a one-epoch model on generated data of that many movies
+(serving speed depends on the catalogue and the model's shape, not on how well it learned),
+exports it for ``--target``, and measures
+
+* in process (``Recommender``, what ``predict`` runs): one-session latency, 64-session throughput;
+* the breakdown inside the served graph, run in this process on the exported ensemble: the
+  NVTabular id lookup, the model, the ranking (softmax, seen movies, top-k) and merlin's own
+  executor around them, for requests of 1 and 64 sessions;
+* through tritonserver with the project's client (``TritonRecommender``, which also fills in
+  titles): one-session requests over HTTP and gRPC at concurrency 1 and 8, and 64-session
+  requests, each for ``--seconds``; Triton's statistics give the server's share of the
+  one-session HTTP latency (queue, the python backend's input and output copies, execution);
+* ``perf_analyzer`` (Triton's own load generator) on the same sessions, one-session requests
+  at concurrency 1 and 8 and 64-session requests at concurrency 1, over HTTP;
+* the server's resident memory (tritonserver and its python stub) when loaded and after the load.
+
+Writes one JSON (see --output). Not a test: run on an idle machine.
 """
 
 from __future__ import annotations
@@ -19,64 +31,69 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+from merlin.dag import postorder_iter_nodes
+from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
+from merlin.table import TensorTable
 
-from bench.common import run_concurrently, write_report
-from t4r_app.config import load_config
-from t4r_app.data.item_sequences import read_split
-from t4r_app.data.synthetic import GenerationSpec
+from bench import perf_analyzer
+from bench.common import commit, run_concurrently, write_report
+from bench.serve_setup import prepare
+from t4r_app.data.item_sequences import ItemSequences
 from t4r_app.model.saved_run import load_run
-from t4r_app.pipeline import run_pipeline
-from t4r_app.serve.export import export_run
-from t4r_app.serve.recommender import Recommender
+from t4r_app.serve.ensemble_ops import EncodeMovies, PredictTopK, _sessions
+from t4r_app.serve.export import TARGETS, export_run, load_exported
+from t4r_app.serve.protocol import ENSEMBLE_NAME, OFFSETS_INPUT, VALUES_INPUT, encode_request
+from t4r_app.serve.recommender import Recommender, TopKRanker
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import TritonServer, free_port
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 TOP_K = 10
+BIG_REQUEST = 64
+# (protocol, sessions per request, concurrency) of the project-client load tests
+CLIENT_TESTS = (("http", 1, 1), ("grpc", 1, 1), ("http", 1, 8), ("http", BIG_REQUEST, 1), ("http", BIG_REQUEST, 2))
+PERF_TESTS = ((1, 1), (1, 8), (BIG_REQUEST, 1))  # (sessions per request, concurrency), HTTP
 
 
-def prepare(work: Path) -> tuple[Path, list[list[int]]]:
-    config = load_config(DEMO_CONFIG, ["train.epochs=3"])
-    spec = GenerationSpec(users=3000, movies=500, seed=7)
-    result = run_pipeline(config, work / "raw", work / "data", work / "run", generate=spec, evaluate=False, progress=False)
-    mapping = pd.read_parquet(result.data_dir / "item_mapping.parquet")
-    movie_of = dict(zip(mapping["item_id"], mapping["movie_index"]))
-    items = read_split(result.data_dir, "test").items
-    sessions = [[int(movie_of[i]) for i in items.row(r)] for r in range(len(items))]
-    return result.run_dir, sessions
-
-
-def summarise(latencies: list[float], failures: int, seconds: float) -> dict:
+def summarise(latencies: list[float], failures: int, seconds: float, sessions_per_request: int = 1) -> dict:
     ms = np.array(latencies) * 1000
     return {
         "requests": len(latencies),
         "failed": failures,
         "requests_per_s": round(len(latencies) / seconds, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p95_ms": round(float(np.percentile(ms, 95)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "max_ms": round(float(ms.max()), 2),
+        "sessions_per_s": round(len(latencies) * sessions_per_request / seconds, 1),
+        "mean_ms": round(float(ms.mean()), 3),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "max_ms": round(float(ms.max()), 3),
     }
 
 
-def load_test(address: str, run_dir: Path, sessions: list[list[int]], concurrency: int, seconds: float) -> dict:
+def requests_of(sessions: list[list[int]], size: int) -> list[list[list[int]]]:
+    return [sessions[start : start + size] for start in range(0, len(sessions) - size + 1, size)]
+
+
+def load_test(server: TritonServer, run_dir: Path, sessions, protocol: str, size: int, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` clients sending ``size``-session requests for ``seconds``, every latency recorded."""
+    requests = requests_of(sessions, size)
+    address = server.http_url if protocol == "http" else server.grpc_url
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def worker(offset: int) -> None:
-        client = TritonRecommender(address, run_dir, "http")
+        client = TritonRecommender(address, run_dir, protocol)
+        client.recommend(requests[0], top_k=TOP_K)  # reads the catalogue once, outside the timings
         mine, index = [], offset
         try:
             while time.perf_counter() < deadline:
-                session = sessions[index % len(sessions)]
+                request = requests[index % len(requests)]
                 index += concurrency
                 started = time.perf_counter()
                 try:
-                    client.recommend([session], top_k=TOP_K)
+                    client.recommend(request, top_k=TOP_K)
                     mine.append(time.perf_counter() - started)
                 except Exception:
                     with lock:
@@ -88,48 +105,207 @@ def load_test(address: str, run_dir: Path, sessions: list[list[int]], concurrenc
 
     started = time.perf_counter()
     run_concurrently(worker, concurrency)
-    return {"concurrency": concurrency, **summarise(latencies, failures[0], time.perf_counter() - started)}
+    summary = summarise(latencies, failures[0], time.perf_counter() - started, size)
+    return {"protocol": protocol, "sessions_per_request": size, "concurrency": concurrency, **summary}
 
 
-def in_process(run_dir: Path, sessions: list[list[int]], count: int) -> dict:
+def in_process(run_dir: Path, sessions: list[list[int]], seconds: float) -> dict:
+    """``Recommender`` (what ``predict`` and ``recommend`` run): one session at a time, then 64 at a time."""
     recommender = Recommender(load_run(run_dir))
-    recommender.recommend(sessions[:5], top_k=TOP_K)  # warm-up
-    latencies = []
-    for session in sessions[:count]:
+    result = {}
+    for size in (1, BIG_REQUEST):
+        requests = requests_of(sessions, size)
+        recommender.recommend(requests[0], top_k=TOP_K)  # warm-up
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            request = requests[len(latencies) % len(requests)]
+            started = time.perf_counter()
+            recommender.recommend(request, top_k=TOP_K)
+            latencies.append(time.perf_counter() - started)
+        result[f"sessions_{size}"] = summarise(latencies, 0, sum(latencies), size)
+    return result
+
+
+def _median_ms(step, count: int) -> float:
+    times = []
+    for index in range(count):
         started = time.perf_counter()
-        recommender.recommend([session], top_k=TOP_K)
-        latencies.append(time.perf_counter() - started)
-    return summarise(latencies, 0, sum(latencies))
+        step(index)
+        times.append(time.perf_counter() - started)
+    return round(float(np.median(times)) * 1000, 3)
+
+
+def breakdown(repository: Path, sessions: list[list[int]], device: str) -> dict:
+    """Median ms per request of each step of the served graph, run here on the exported ensemble."""
+    ensemble = load_exported(repository, device=device)
+    ops = {type(node.op): node.op for node in postorder_iter_nodes(ensemble.graph.output_node, flatten_subgraphs=True)}
+    encode, predict = ops[EncodeMovies], ops[PredictTopK]
+    ranker = TopKRanker(predict._logits, predict.max_length, predict.popularity, predict.scorable)
+    result = {}
+    for size in (1, BIG_REQUEST):
+        requests = requests_of(sessions, size)[: 300 if size == 1 else 40]
+        count = len(requests)
+        tables = [TensorTable(dict(zip((VALUES_INPUT, OFFSETS_INPUT), encode_request(request)))) for request in requests]
+        encoded = [encode.transform(None, table) for table in tables]
+        items = [_sessions(table) for table in encoded]
+        padded = [ItemSequences.from_lists(rows).padded(0, len(rows), predict.max_length - 1) for rows in items]
+        steps = {
+            "graph_ms": lambda i: ensemble.transform(tables[i], runtime=TritonExecutorRuntime()),
+            "encode_ms": lambda i: encode.transform(None, tables[i]),
+            "predict_step_ms": lambda i: predict.transform(None, encoded[i]),
+            "model_ms": lambda i: predict._logits(padded[i]),
+            "rank_with_model_ms": lambda i: ranker.top_k(items[i], TOP_K, predict.exclude_seen),
+        }
+        timings = {name: _median_ms(step, count) for name, step in steps.items()}
+        timings["rank_ms"] = round(timings["rank_with_model_ms"] - timings["model_ms"], 3)
+        timings["executor_overhead_ms"] = round(timings["graph_ms"] - timings["encode_ms"] - timings["predict_step_ms"], 3)
+        result[f"sessions_{size}"] = timings
+    return result
+
+
+def server_statistics(server: TritonServer) -> dict:
+    """Triton's cumulative counters for the ensemble: request count and nanoseconds per phase."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        stats = client.get_inference_statistics(ENSEMBLE_NAME)["model_stats"][0]["inference_stats"]
+    finally:
+        client.close()
+    return {phase: (int(stats[phase]["count"]), int(stats[phase]["ns"])) for phase in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
+
+
+def server_share(before: dict, after: dict, client_mean_ms: float) -> dict:
+    """Per request, in ms: the server's phases between two statistics snapshots, and what is left for HTTP and the client."""
+    requests = max(after["success"][0] - before["success"][0], 1)
+    share = {f"server_{phase}_ms": round((after[phase][1] - before[phase][1]) / requests / 1e6, 3) for phase in ("queue", "compute_input", "compute_infer", "compute_output")}
+    share["server_total_ms"] = round((after["success"][1] - before["success"][1]) / requests / 1e6, 3)
+    share["client_and_transport_ms"] = round(client_mean_ms - share["server_total_ms"], 3)
+    return share
+
+
+def through_triton(work: Path, repository: Path, run_dir: Path, sessions, seconds: float) -> dict:
+    result: dict = {"client": []}
+    with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as server:
+        result["server_rss_mb_loaded"] = server.rss_mb()
+        load_test(server, run_dir, sessions, "http", 1, 1, 3.0)  # warm-up
+        for protocol, size, concurrency in CLIENT_TESTS:
+            before = server_statistics(server)
+            test = load_test(server, run_dir, sessions, protocol, size, concurrency, seconds)
+            if (protocol, size, concurrency) == ("http", 1, 1):
+                result["one_session_http_split"] = server_share(before, server_statistics(server), test["mean_ms"])
+            result["client"].append(test)
+            print("  triton:", json.dumps(test), flush=True)
+        result["perf_analyzer"] = []
+        for size, concurrency in PERF_TESTS:
+            data = perf_analyzer.write_input_data(requests_of(sessions, size)[:500], work / f"perf_input_{size}.json")
+            try:
+                measured = perf_analyzer.measure(work, server.http_url, "http", data, concurrency)
+                measured.update(sessions_per_request=size, sessions_per_s=round(measured["requests_per_s"] * size, 1))
+            except RuntimeError as error:  # no stable window on a busy machine: say so, measure the rest
+                measured = {"concurrency": concurrency, "sessions_per_request": size, "error": str(error)[-300:]}
+            result["perf_analyzer"].append(measured)
+            print("  perf_analyzer:", json.dumps(measured), flush=True)
+        result["server_rss_mb_after"] = server.rss_mb()
+    return result
+
+
+def measure_catalogue(movies: int, work: Path, target: str, seconds: float, instances: int) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    run_dir, sessions = prepare(work, movies)
+    repository = export_run(run_dir, work / "triton", target=target, top_k=TOP_K, instances=instances)
+    device = "cuda" if target == "gpu" else "cpu"
+    entry: dict = {"movies": movies, "test_sessions": len(sessions)}
+    entry["in_process"] = in_process(run_dir, sessions, seconds)
+    print(f"{movies} movies, in process:", json.dumps(entry["in_process"]), flush=True)
+    entry["breakdown"] = breakdown(repository, sessions, device)
+    print(f"{movies} movies, breakdown:", json.dumps(entry["breakdown"]), flush=True)
+    entry["triton"] = through_triton(work, repository, run_dir, sessions, seconds)
+    one = next(t for t in entry["triton"]["client"] if (t["protocol"], t["sessions_per_request"], t["concurrency"]) == ("http", 1, 1))
+    entry["p50_ratio_triton_http_over_in_process"] = round(one["p50_ms"] / entry["in_process"]["sessions_1"]["p50_ms"], 2)
+    return entry
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", default="1682,50000", help="catalogue sizes to measure, comma-separated (default: 1682,50000)")
+    parser.add_argument("--target", choices=TARGETS, default="cpu", help="export target (gpu needs a GPU here)")
+    parser.add_argument("--instances", type=int, default=1, help="python-backend instances of the served model (default: 1)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each load test (default: 20)")
     parser.add_argument("--work", default="bench/work/serve")
     parser.add_argument("--output", default="bench/results/serve.json")
-    parser.add_argument("--seconds", type=float, default=30.0, help="duration of each load test")
     args = parser.parse_args()
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    run_dir, sessions = prepare(work)
-    repository = export_run(run_dir, work / "triton", target="cpu", top_k=TOP_K)
     report: dict = {
+        "commit": commit(),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()},
-        "sessions": len(sessions),
+        "target": args.target,
+        "instances": args.instances,
         "top_k": TOP_K,
         "seconds_per_test": args.seconds,
+        "catalogues": [],
     }
-    report["in_process"] = in_process(run_dir, sessions, 500)
-    print("in-process:", json.dumps(report["in_process"]), flush=True)
-    with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as server:
-        load_test(server.http_url, run_dir, sessions, 1, 3.0)  # warm-up
-        report["triton"] = []
-        for concurrency in (1, 8):
-            report["triton"].append(load_test(server.http_url, run_dir, sessions, concurrency, args.seconds))
-            print("triton:", json.dumps(report["triton"][-1]), flush=True)
-    single = report["triton"][0]
-    report["p50_ratio_triton_over_in_process"] = round(single["p50_ms"] / report["in_process"]["p50_ms"], 2)
-    write_report(report, args.output)
+    for movies in (int(size) for size in args.items.split(",")):
+        report["catalogues"].append(measure_catalogue(movies, work / str(movies), args.target, args.seconds, args.instances))
+        write_report(report, args.output)  # after each size: a long run keeps what it has measured
 
 
 if __name__ == "__main__":
     main()
+
+
+def _row(path: str, result: dict) -> str:
+    if "error" in result:
+        return f"| {path} | {result['sessions_per_request']} | {result['concurrency']} | no stable measurement | | |"
+    return (
+        f"| {path} | {result['sessions_per_request']} | {result['concurrency']} | {result['sessions_per_s']:,.0f} "
+        f"| {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |"
+    )
+
+
+def markdown(report: dict) -> str:
+    """The README's serving tables: per catalogue, every path's throughput and latency, then where the time goes."""
+    lines = [
+        f"Target {report['target']}, top {report['top_k']}, {report['seconds_per_test']:.0f} s per load test, "
+        f"{report['machine']['cpus']} cores, commit {report['commit']}.",
+        "",
+    ]
+    for entry in report["catalogues"]:
+        triton = entry["triton"]
+        lines += [
+            f"**{entry['movies']:,} movies** (server RSS {triton['server_rss_mb_loaded']:,.0f} MB loaded, "
+            f"{triton['server_rss_mb_after']:,.0f} MB after the load; Triton HTTP p50 / in-process p50 = "
+            f"{entry['p50_ratio_triton_http_over_in_process']}):",
+            "",
+            "| path | sessions a request | concurrency | sessions/s | p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for size, result in entry["in_process"].items():
+            lines.append(_row("in process (`Recommender`)", {"sessions_per_request": int(size.split("_")[1]), "concurrency": 1, **result}))
+        lines += [_row(f"Triton, project client, {t['protocol'].upper()}", t) for t in triton["client"]]
+        lines += [_row("Triton, perf_analyzer, HTTP", t) for t in triton["perf_analyzer"]]
+        split, steps = triton["one_session_http_split"], entry["breakdown"]
+        lines += [
+            "",
+            "| where the time goes (median ms a request) | 1 session | 64 sessions |",
+            "|---|---|---|",
+        ]
+        for name, label in (
+            ("encode_ms", "raw ids to item ids (the workflow's lookup)"),
+            ("model_ms", "the traced model"),
+            ("rank_ms", "softmax, seen movies, top-k"),
+            ("executor_overhead_ms", "merlin's executor around them"),
+            ("graph_ms", "the whole graph, in this process"),
+        ):
+            lines.append(f"| {label} | {steps['sessions_1'][name]:.2f} | {steps['sessions_64'][name]:.2f} |")
+        lines += [
+            "",
+            f"One-session HTTP requests at concurrency 1, from Triton's statistics (mean ms): queue "
+            f"{split['server_queue_ms']:.2f}, input copy {split['server_compute_input_ms']:.2f}, python backend "
+            f"{split['server_compute_infer_ms']:.2f}, output copy {split['server_compute_output_ms']:.2f}; the client "
+            f"and HTTP add {split['client_and_transport_ms']:.2f}.",
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"

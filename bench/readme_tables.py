@@ -1,4 +1,4 @@
-"""Put the quality benchmark's tables into the README, rendered from the result files, never typed.
+"""Put the benchmarks' tables into the README, rendered from the result files, never typed.
 
 The README marks each table's place with a pair of comments naming a result file under
 ``bench/results/`` (its stem)::
@@ -19,7 +19,10 @@ import re
 import sys
 from pathlib import Path
 
-from bench.bench_quality import markdown
+from bench import bench_predict, bench_quality, bench_serve
+
+# Which benchmark renders a result file, by the file's stem; the quality files are the rest.
+RENDERERS = {"serve": bench_serve.markdown, "predict": bench_predict.markdown}
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -30,7 +33,8 @@ def rendered(name: str, results: Path = RESULTS) -> str:
     path = results / f"{name}.json"
     if not path.is_file():
         raise SystemExit(f"README names a table {name!r} but {path} does not exist: run its benchmark first")
-    return f"`bench/results/{name}.json`:\n\n{markdown(json.loads(path.read_text()))}\n"
+    render = RENDERERS.get(name, bench_quality.markdown)
+    return f"`bench/results/{name}.json`:\n\n{render(json.loads(path.read_text()))}\n"
 
 
 def with_tables(readme: str, results: Path = RESULTS) -> tuple[str, list[str]]:

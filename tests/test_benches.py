@@ -102,3 +102,16 @@ def test_every_user_check_builds_one_session_per_user_from_the_interactions(tiny
     assert len(sessions) == len(targets) == len(read_split(tiny_data, "test").users) and len(sessions) + single == 400
     assert all(len(session) >= 1 for session in sessions)
     assert ndcg_at_k([[5, 7], [1, 2], [3]], np.array([5, 2, 9])) == pytest.approx((1.0 + 1 / np.log2(3)) / 3)
+
+
+def test_perf_analyzer_runs_here_and_reads_requests_of_real_sessions(tmp_path):
+    """The tool bench-serve measures with: its libraries are found and its input is the ensemble's ragged pair."""
+    from bench import perf_analyzer
+
+    env = {"LD_LIBRARY_PATH": str(perf_analyzer.library_dir(tmp_path))}
+    done = subprocess.run([str(perf_analyzer.binary()), "--help"], capture_output=True, text=True, env=env)
+    assert "--concurrency-range" in done.stdout + done.stderr, done.stderr[-500:]
+    data = json.loads(perf_analyzer.write_input_data([[[5, 6, 7]], [[1], [2, 3]]], tmp_path / "input.json").read_text())
+    first, second = data["data"]
+    assert first["movieIndices__values"] == {"content": [5, 6, 7], "shape": [3]}
+    assert second["movieIndices__offsets"] == {"content": [0, 1, 3], "shape": [3]}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from t4r_app.cli import main
 from t4r_app.data.item_sequences import ItemSequences, read_split
@@ -150,15 +151,29 @@ def test_leaving_seen_movies_out_never_pads_with_them():
     assert orders[0].tolist() == [3, 4, 5]  # equal model scores: ties keep id order
 
 
+def test_scores_are_softmax_probabilities_over_the_movies_whatever_is_left_out():
+    logits = np.array([[5.0, 5.0, 5.0, 2.0, 1.0, 0.5, 3.0, 9.0]], dtype=np.float32)  # ids 0-2 and 7 are not movies
+    popularity = np.array([0, 0, 0, 0.4, 0.3, 0.2, 0.1, 0])
+    ranker = TopKRanker(lambda batch: np.repeat(logits, len(batch), axis=0), max_length=4, popularity=popularity)
+    movies = logits[0, 3:7].astype(np.float64)
+    expected = np.exp(movies) / np.exp(movies).sum()  # over ids 3..6 only
+    orders, scores, _ = ranker.top_k([[4], [4]], top_k=4)
+    assert orders[0].tolist() == [6, 3, 4, 5] and np.allclose(scores[0], expected[[3, 0, 1, 2]], atol=1e-6)
+    orders, scores, _ = ranker.top_k([[4]], top_k=4, exclude_seen=True)  # the seen movie keeps its share
+    assert orders[0].tolist() == [6, 3, 5] and np.allclose(scores[0], expected[[3, 0, 2]], atol=1e-6)
+
+
 def test_top_k_without_a_full_sort_equals_the_stable_full_sort():
     rng = np.random.default_rng(0)
     for _ in range(300):
         rows, columns = int(rng.integers(1, 6)), int(rng.integers(1, 40))
-        scores = rng.integers(0, 4, (rows, columns)).astype(float)  # many ties
+        scores = rng.integers(0, 4, (rows, columns)).astype(np.float32)  # many ties
+        if rng.random() < 0.5:
+            scores = rng.random((rows, columns)).astype(np.float32)  # no ties: topk's set alone
         scores[rng.random((rows, columns)) < 0.3] = -np.inf  # movies left out
         k = int(rng.integers(0, columns + 3))
         expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, columns)]
-        assert np.array_equal(top_k_order(scores, k), expected), (scores, k)
+        assert np.array_equal(top_k_order(torch.as_tensor(scores, dtype=torch.float32), k).numpy(), expected), (scores, k)
 
 
 def test_predict_streams_in_chunks_with_the_same_answers_and_writes_nothing_on_a_late_error(tiny_run, tiny_data, tmp_path):

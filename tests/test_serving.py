@@ -30,12 +30,13 @@ from t4r_app.errors import ServeError, TitleError
 from t4r_app.model.architecture import max_sequence_length
 from t4r_app.model.inference import next_item_scores
 from t4r_app.model.saved_run import load_run
-from t4r_app.serve.export import export_run, load_exported, trace_model
+from t4r_app.serve.ensemble_ops import EncodeMovies
+from t4r_app.serve.export import etl_workflow_dir, export_run, load_exported, serving_workflow, trace_model
 from t4r_app.serve.protocol import (
+    CATALOGUE_MODEL,
     ENSEMBLE_NAME,
     MAX_MOVIES_PER_REQUEST,
     MAX_SESSIONS_PER_REQUEST,
-    MOVIE_TITLES_PARAMETER,
     encode_request,
     recommend_one,
 )
@@ -117,6 +118,20 @@ def test_exported_graph_runs_in_process(repository, in_process, raw_sessions):
     for row, want in enumerate(expected):
         assert list(output["movie_ids"].iloc[row]) == want.movies
         assert np.allclose(output["scores"].iloc[row], want.scores, atol=1e-4)
+
+
+def test_the_served_lookup_encodes_exactly_as_the_fitted_workflow(strict_run):
+    workflow = serving_workflow(etl_workflow_dir(load_run(strict_run)))
+    lookup = EncodeMovies(workflow).lookup
+    rng = np.random.default_rng(0)
+    known = lookup.movies
+    sessions = [rng.choice(known, int(rng.integers(1, 30))).tolist() for _ in range(200)]
+    sessions += [[int(known.min()) - 1, int(known.max()) + 1, -5, 0, 2**62], known.tolist()]  # unknown ids too
+    sessions += [rng.integers(-10, int(known.max()) + 10, 50).tolist() for _ in range(20)]
+    expected = workflow.transform(pd.DataFrame({"movieIndices": sessions}))["item_id-list"]
+    for session, want in zip(sessions, expected):
+        assert lookup.encode(np.array(session, dtype=np.int64)).tolist() == list(want)
+    assert lookup.unknown_item not in lookup.items
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -413,11 +428,8 @@ def test_export_and_serve_through_the_cli(tiny_run, raw_sessions, tmp_path, caps
 
 
 def _without_the_catalogue(repository):
-    """The repository as an export from before the catalogue went into the model's config."""
-    path = repository / ENSEMBLE_NAME / "config.pbtxt"
-    config = text_format.Parse(path.read_text(), model_config.ModelConfig())
-    del config.parameters[MOVIE_TITLES_PARAMETER]
-    path.write_text(text_format.MessageToString(config))
+    """The repository as an export from before the catalogue was served."""
+    shutil.rmtree(repository / CATALOGUE_MODEL)
     return repository
 
 
@@ -446,7 +458,7 @@ def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessio
         finally:
             client.close()
             bare.close()
-    assert client.catalogue_note == "" and "exported before t4r-app put its movie titles" in bare.catalogue_note
+    assert client.catalogue_note == "" and "exported before t4r-app served its movie titles" in bare.catalogue_note
     assert [a.movies for a in bare_answers[:-1]] == [a.movies for a in answers]
     assert [a.scores for a in bare_answers[:-1]] == [a.scores for a in answers]
     assert all(title == "" for a in bare_answers for title in a.titles) and bare.title_of_movie == {}

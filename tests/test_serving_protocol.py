@@ -6,11 +6,13 @@ Fast on purpose (``tests/test_serving.py``, which starts tritonserver, is marked
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from t4r_app.errors import ServerError
-from t4r_app.serve.protocol import MAX_MOVIES_PER_REQUEST, MAX_SESSIONS_PER_REQUEST
+from t4r_app.serve.protocol import MAX_MOVIES_PER_REQUEST, MAX_SESSIONS_PER_REQUEST, MOVIE_TITLES_PARAMETER, decode_movie_titles
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import free_port
 
@@ -50,3 +52,10 @@ def test_large_batches_are_split_into_requests_that_fit():
     half = [0] * (MAX_MOVIES_PER_REQUEST // 2 + 1)
     assert request_batches([half, half, [1]]) == [(0, 1), (1, 3)]
     assert request_batches([[0] * (MAX_MOVIES_PER_REQUEST + 1), [1]]) == [(0, 1), (1, 2)]  # the server says why
+
+
+def test_a_catalogue_kept_in_the_config_by_earlier_exports_is_still_read():
+    written = json.dumps({"12": "Heat (1995)", "7": "Café Society (2016)"})  # what those exports wrote
+    parameters = {MOVIE_TITLES_PARAMETER: {"string_value": written}}
+    assert decode_movie_titles(parameters) == {12: "Heat (1995)", 7: "Café Society (2016)"}
+    assert decode_movie_titles({}) is None  # exported before either: the client says what is missing

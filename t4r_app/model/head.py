@@ -63,8 +63,10 @@ class NextItemHead(tr.NextItemPredictionTask):
         self.output_bias = torch.nn.Parameter(torch.zeros(vocabulary)) if bias else None
         self.seen_weight = torch.nn.Parameter(torch.zeros(())) if seen_item_weight else None
         # Items that may never be recommended (item_features.scorable) score -inf, in training too.
-        unscorable = None if scorable is None else ~torch.as_tensor(scorable, dtype=torch.bool)
-        self.register_buffer("unscorable", unscorable if unscorable is not None and unscorable.any() else None, persistent=False)
+        # Ids rather than a mask: filling a few thousand columns by index costs a fraction of
+        # reading a (rows x vocabulary) boolean mask.
+        unscorable = None if scorable is None else torch.nonzero(~torch.as_tensor(scorable, dtype=torch.bool)).squeeze(1)
+        self.register_buffer("unscorable", unscorable if unscorable is not None and len(unscorable) else None, persistent=False)
         # Only training draws negatives; a model rebuilt for scoring has none.
         self.sampled_loss = sampled_loss
 
@@ -118,7 +120,7 @@ class NextItemHead(tr.NextItemPredictionTask):
             rows, items = seen // self.vocabulary, seen % self.vocabulary
             logits.index_put_((rows, items), self.seen_weight.expand_as(items), accumulate=True)
         if self.unscorable is not None:
-            logits.masked_fill_(self.unscorable, float("-inf"))
+            logits.index_fill_(1, self.unscorable, float("-inf"))
         return logits
 
     def _sampled(self, states: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor | None) -> dict:

@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from merlin.dag import BaseOperator, ColumnSelector, DataFormats
+from merlin.dag import BaseOperator, ColumnSelector, DataFormats, postorder_iter_nodes
 from merlin.dtypes import float32, int64
 from merlin.schema import ColumnSchema, Schema
 from merlin.systems.dag.ops.workflow import TransformWorkflow
 from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
 from merlin.table import TensorTable
+from nvtabular import ops
 
-from t4r_app.serve.protocol import MOVIE_IDS, NO_MOVIE, SCORES
+from t4r_app.serve.protocol import MOVIE_IDS, NO_MOVIE, REQUEST_COLUMN, SCORES
 from t4r_app.serve.recommender import TopKRanker
-from workflow.columns import ITEM_LIST
+from workflow.columns import ITEM_LIST, RAW_MOVIE
 
 WORKFLOW_DIR = "serving_workflow"
 MODEL_FILE = "bert4rec_traced.pt"
@@ -59,6 +60,69 @@ class ServingWorkflow(TransformWorkflow):
             import nvtabular as nvt
 
             self.workflow = nvt.Workflow.load(str(Path(artifact_path) / WORKFLOW_DIR))
+
+
+class EncodeMovies(ServingWorkflow):
+    """The serving workflow's raw-id-to-item-id mapping, applied as a vectorised lookup.
+
+    The fitted NVTabular workflow stays the one definition of the mapping: it travels beside
+    the ensemble, and ``MovieLookup.from_workflow`` runs it once, when the operator is built or
+    loaded, over every movie its Categorify knows and one it does not. A request then costs a
+    binary search instead of the workflow's pandas transform (4 ms for one session at 1.7k
+    movies, 14 ms at 50k, measured by bench_serve's breakdown).
+    """
+
+    def __init__(self, workflow=None):
+        super().__init__(workflow)
+        self.lookup = None if workflow is None else MovieLookup.from_workflow(workflow)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["lookup"] = None
+        return state
+
+    def load_artifacts(self, artifact_path: str | None = None) -> None:
+        super().load_artifacts(artifact_path)
+        if self.workflow is not None:
+            self.lookup = MovieLookup.from_workflow(self.workflow)
+
+    @property
+    def supported_formats(self) -> DataFormats:
+        return DataFormats.NUMPY_TENSOR_TABLE
+
+    def transform(self, col_selector: ColumnSelector, transformable):
+        column = transformable[REQUEST_COLUMN]
+        return TensorTable(
+            {
+                f"{ITEM_LIST}__values": self.lookup.encode(np.asarray(column.values)),
+                f"{ITEM_LIST}__offsets": np.asarray(column.offsets),
+            }
+        )
+
+
+class MovieLookup:
+    """Raw movie ids to item ids as the fitted workflow maps them, by binary search."""
+
+    def __init__(self, movies: np.ndarray, items: np.ndarray, unknown_item: int):
+        order = np.argsort(movies)
+        self.movies, self.items, self.unknown_item = movies[order], items[order], unknown_item
+
+    @classmethod
+    def from_workflow(cls, workflow) -> "MovieLookup":
+        """Every movie the workflow's Categorify knows, and one it does not, through the workflow itself."""
+        categorify = next(node.op for node in postorder_iter_nodes(workflow.output_node) if isinstance(node.op, ops.Categorify))
+        movies = pd.read_parquet(categorify.categories[RAW_MOVIE], columns=[RAW_MOVIE])[RAW_MOVIE].dropna()
+        movies = movies.to_numpy(dtype=np.int64)
+        if not len(movies):
+            raise ValueError("the serving workflow's Categorify knows no movie: preprocess and train again")
+        unseen = int(movies.max(initial=0)) + 1
+        encoded = workflow.transform(pd.DataFrame({REQUEST_COLUMN: [movies.tolist(), [unseen]]}))[ITEM_LIST]
+        return cls(movies, np.asarray(encoded.iloc[0], dtype=np.int64), int(encoded.iloc[1][0]))
+
+    def encode(self, movies: np.ndarray) -> np.ndarray:
+        movies = movies.astype(np.int64, copy=False)
+        at = np.searchsorted(self.movies, movies).clip(max=len(self.movies) - 1)
+        return np.where(self.movies[at] == movies, self.items[at], self.unknown_item)
 
 
 class PredictTopK(BaseOperator):

@@ -10,8 +10,9 @@ seen-movie rule.
 
 The run's seen-movie rule (or the ``exclude_seen`` given to ``export_run``) is baked into the
 ensemble and written to the model's config as the ``exclude_seen`` parameter. The movies a
-session may hold, with their titles, go there too (``movie_titles``): a client that has only
-the server's address reads titles and unknown ids from it.
+session may hold, with their titles, are served by a second, small model beside it
+(``movie_catalogue``, reading its own ``movies.json``): a client that has only the server's
+address reads titles and unknown ids from it.
 
 Both targets put every step in Triton's python backend (one ``executor_model``), so they run
 on a tritonserver that has nothing else, such as the one in the nvidia-pytriton wheel. Target
@@ -45,13 +46,15 @@ from t4r_app.model.device import default_device, model_device
 from t4r_app.model.item_features import FEATURES_FILE
 from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
 from t4r_app.model.title_embedding import TitledItemEmbedding
-from t4r_app.serve.ensemble_ops import PredictTopK, PythonBackendRuntime, ServingWorkflow
+from t4r_app.serve.ensemble_ops import EncodeMovies, PredictTopK, PythonBackendRuntime
 from t4r_app.serve.protocol import (
+    CATALOGUE_FILE,
+    CATALOGUE_MODEL,
+    CATALOGUE_MOVIES,
+    CATALOGUE_TITLES,
     ENSEMBLE_NAME,
     EXCLUDE_SEEN_PARAMETER,
-    MOVIE_TITLES_PARAMETER,
     REQUEST_COLUMN,
-    encode_movie_titles,
 )
 from t4r_app.serve.recommender import ItemCatalogue, run_exclude_seen, run_scorable
 from t4r_app.serve.run_movies import RunMovies, read_run_movies
@@ -63,6 +66,7 @@ INSTANCE_KINDS = {"cpu": model_config.ModelInstanceGroup.Kind.KIND_CPU, "gpu": m
 RUN_COPY = "run"  # beside the ensemble's artifacts: what a GPU instance traces the model from
 # Triton's python backend runs the executor_model/1/model.py that export writes: one import of this module.
 ENTRY_MODULE = "t4r_app.serve.triton_entry"
+CATALOGUE_MODULE = "t4r_app.serve.catalogue_model"
 
 
 class NextItemLogits(torch.nn.Module):
@@ -159,16 +163,22 @@ def build_ensemble(run: LoadedRun, top_k: int, exclude_seen: bool = False, movie
         exclude_seen=exclude_seen,
         scorable=catalogue.scorable,
     )
-    graph = [REQUEST_COLUMN] >> ServingWorkflow(workflow) >> predict
+    graph = [REQUEST_COLUMN] >> EncodeMovies(workflow) >> predict
     return Ensemble(graph, request_schema())
 
 
 def export_run(
-    run_dir: str | Path, output: str | Path, target: str | None = None, top_k: int = 10, exclude_seen: bool | None = None
+    run_dir: str | Path,
+    output: str | Path,
+    target: str | None = None,
+    top_k: int = 10,
+    exclude_seen: bool | None = None,
+    instances: int = 1,
 ) -> Path:
     """Write the Triton model repository for ``run_dir`` into ``output`` (replaced if present).
 
     ``exclude_seen`` None bakes in the run's seen-movie rule; True or False overrides it.
+    ``instances``: python-backend processes answering requests side by side (each holds the model).
     """
     target = target or default_target()
     if target not in TARGETS:
@@ -178,34 +188,56 @@ def export_run(
     vocabulary_movies = len(movies.mapping)
     if not 1 <= top_k <= vocabulary_movies:
         raise ExportError(f"--top-k must be between 1 and the number of movies ({vocabulary_movies}), got {top_k}")
+    if instances < 1:
+        raise ExportError(f"--instances must be at least 1, got {instances}")
     # Written into a temporary sibling and renamed into place at the end: an export killed at any
     # moment leaves the previous repository (or none) at OUTPUT, never a half-written one.
     with building(output) as partial:
-        _write_repository(run, movies, Path(run_dir), partial, target, top_k, exclude_seen)
+        _write_repository(run, movies, Path(run_dir), partial, target, top_k, exclude_seen, instances)
     return Path(output)
 
 
 def _write_repository(
-    run: LoadedRun, movies: RunMovies, run_dir: Path, output: Path, target: str, top_k: int, exclude_seen: bool | None
+    run: LoadedRun,
+    movies: RunMovies,
+    run_dir: Path,
+    output: Path,
+    target: str,
+    top_k: int,
+    exclude_seen: bool | None,
+    instances: int,
 ) -> None:
     exclude_seen = run_exclude_seen(run) if exclude_seen is None else exclude_seen
     executor_config, _ = build_ensemble(run, top_k, exclude_seen, movies).export(
         str(output), runtime=PythonBackendRuntime(), name=ENSEMBLE_NAME
     )
-    # The rule and the catalogue also go into the model's config, where a client can read them from the server.
+    # The rule also goes into the model's config, where a client can read it from the server.
     executor_config.parameters[EXCLUDE_SEEN_PARAMETER].string_value = json.dumps(exclude_seen)
-    executor_config.parameters[MOVIE_TITLES_PARAMETER].string_value = encode_movie_titles(movies.title_of_movie())
     # Explicit for cpu too: merlin writes KIND_AUTO, which Triton turns into GPU instances where it sees a GPU.
     del executor_config.instance_group[:]
-    executor_config.instance_group.add(kind=INSTANCE_KINDS[target])
+    executor_config.instance_group.add(kind=INSTANCE_KINDS[target], count=instances)
     if target == "gpu":
         copy_run_model(Path(run_dir), output / ENSEMBLE_NAME / "1" / "ensemble" / RUN_COPY)
     (output / ENSEMBLE_NAME / "config.pbtxt").write_text(text_format.MessageToString(executor_config))
     # Our executor checks each request before merlin's runs it (see t4r_app/serve/triton_entry.py).
     (output / ENSEMBLE_NAME / "1" / "model.py").write_text(f"from {ENTRY_MODULE} import TritonPythonModel  # noqa: F401\n")
+    write_catalogue_model(movies.title_of_movie(), output / CATALOGUE_MODEL)
     info = {"run_dir": str(Path(run_dir).resolve()), "target": target, "top_k": top_k, "model": ENSEMBLE_NAME,
-            "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen}
+            "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen, "instances": instances}
     (output / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+
+
+def write_catalogue_model(title_of_movie: dict[int, str], folder: Path) -> None:
+    """The ``movie_catalogue`` model: every movie a session may hold and its title, from a file of its own."""
+    config = model_config.ModelConfig(name=CATALOGUE_MODEL, backend="python", max_batch_size=0)
+    config.output.add(name=CATALOGUE_MOVIES, data_type=model_config.TYPE_INT64, dims=[-1])
+    config.output.add(name=CATALOGUE_TITLES, data_type=model_config.TYPE_STRING, dims=[-1])
+    config.instance_group.add(kind=model_config.ModelInstanceGroup.Kind.KIND_CPU)
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    (folder / "1" / "model.py").write_text(f"from {CATALOGUE_MODULE} import TritonPythonModel  # noqa: F401\n")
+    catalogue = {"movie_ids": list(title_of_movie), "titles": list(title_of_movie.values())}
+    (folder / "1" / CATALOGUE_FILE).write_text(json.dumps(catalogue, ensure_ascii=False), encoding="utf-8")
 
 
 def copy_run_model(run_dir: Path, destination: Path) -> None:

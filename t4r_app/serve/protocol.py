@@ -28,7 +28,13 @@ MOVIE_IDS, SCORES = "movie_ids", "scores"
 NO_MOVIE = -1  # fills an answer row where leaving seen movies out leaves fewer than k
 # Parameters of the ensemble's config.pbtxt, written at export for clients to read from the server.
 EXCLUDE_SEEN_PARAMETER = "exclude_seen"  # JSON bool: the seen-movie rule baked into the ensemble
-MOVIE_TITLES_PARAMETER = "movie_titles"  # JSON {raw movie id: title} of every movie a session may hold
+# Exports from before the catalogue model carried the catalogue in this parameter: JSON {raw movie id: title}.
+MOVIE_TITLES_PARAMETER = "movie_titles"
+# The served catalogue: a model beside the ensemble, answering every movie a session may hold
+# and its title (no inputs), read from its own file in the repository.
+CATALOGUE_MODEL = "movie_catalogue"
+CATALOGUE_MOVIES, CATALOGUE_TITLES = "movie_ids", "titles"
+CATALOGUE_FILE = "movies.json"
 # What one request may carry. Scoring holds a (sessions x catalogue) score table and its sort,
 # so sessions are capped (1,024 x 27k movies of MovieLens-20M is about 0.2 GB per table); the
 # flat values are capped so that decoding and the seen-movie rule stay bounded (8 MB of INT64).
@@ -130,14 +136,9 @@ def request_problem(values: np.ndarray | None, offsets: np.ndarray | None) -> st
     return None
 
 
-def encode_movie_titles(title_of_movie: dict[int, str]) -> str:
-    """The ``movie_titles`` parameter's value: JSON, ASCII only, so config.pbtxt holds it as written."""
-    return json.dumps({str(movie): title for movie, title in title_of_movie.items()})
-
-
 def decode_movie_titles(parameters: dict) -> dict[int, str] | None:
-    """{raw movie id: title} from a served model config's ``parameters`` (as JSON); None for
-    ensembles exported before the parameter existed."""
+    """{raw movie id: title} from a served model config's ``parameters`` (as JSON), where exports from
+    before the catalogue model kept it; None for ensembles exported before either."""
     parameter = parameters.get(MOVIE_TITLES_PARAMETER)
     if parameter is None:
         return None

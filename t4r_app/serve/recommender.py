@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from t4r_app.data.item_sequences import ItemSequences
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
@@ -34,7 +35,7 @@ from t4r_app.serve.run_movies import read_run_movies
 from workflow.columns import EXCLUDED, movie_ids
 
 LogitsFunction = Callable[[np.ndarray], np.ndarray]
-"""Scores over every item id for a right-padded (sessions, length) batch of item ids."""
+"""Scores over every item id for a right-padded (sessions, length) batch of item ids (numpy or torch, on the CPU)."""
 
 
 @dataclass
@@ -78,7 +79,10 @@ class TopKRanker:
         self.is_movie[movie_ids(len(popularity))] = True
         if scorable is not None:
             self.is_movie &= scorable
-        self.movies = np.flatnonzero(self.is_movie)
+        self.not_movies = torch.as_tensor(np.flatnonzero(~self.is_movie))
+        # A session with no known movie is answered by popularity, over the movies only.
+        self.popularity_scores = torch.as_tensor(popularity, dtype=torch.float32).unsqueeze(0)
+        self.popularity_scores.index_fill_(1, self.not_movies, EXCLUDED)
         self.batch_size = batch_size
 
     def top_k(
@@ -103,39 +107,59 @@ class TopKRanker:
         return orders, best, fallback
 
     def _batch_top_k(self, sessions: list[np.ndarray], top_k: int, exclude_seen: bool) -> tuple[list, list]:
-        scores = np.tile(self.popularity, (len(sessions), 1))
-        known = np.flatnonzero([len(items) > 0 for items in sessions])
-        if len(known):
-            encoded = ItemSequences.from_lists([sessions[index] for index in known])
-            scores[known] = _softmax_over(self.logits(encoded.padded(0, len(known), self.max_length - 1)), self.movies)
-        scores[:, ~self.is_movie] = EXCLUDED
+        # float32 torch, with non-movies left out by index (a boolean mask over 50k columns costs
+        # as much as the softmax): at 50k movies and 64 sessions, the float64 numpy softmax,
+        # masking and partition this replaces cost 5x the model's forward pass.
+        known = [index for index, items in enumerate(sessions) if len(items)]
+        if len(known) == len(sessions):
+            scores = self._probabilities(sessions)
+        else:  # a session with no known movie is answered by popularity
+            scores = self.popularity_scores.expand(len(sessions), -1).clone()
+            if known:
+                scores[known] = self._probabilities([sessions[index] for index in known])
         if exclude_seen:
-            scores[ItemSequences.from_lists(sessions).cells(0, len(sessions))] = EXCLUDED
+            rows, items = ItemSequences.from_lists(sessions).cells(0, len(sessions))
+            scores[torch.as_tensor(rows), torch.as_tensor(items)] = EXCLUDED
         order = top_k_order(scores, top_k)
-        chosen = np.take_along_axis(scores, order, axis=1)
+        chosen = scores.gather(1, order)
         allowed = chosen > EXCLUDED
-        return [o[a] for o, a in zip(order, allowed)], [c[a] for c, a in zip(chosen, allowed)]
+        return [o[a].numpy() for o, a in zip(order, allowed)], [c[a].numpy() for c, a in zip(chosen, allowed)]
+
+    def _probabilities(self, sessions: list[np.ndarray]) -> torch.Tensor:
+        """Softmax over the movies for sessions that hold a known movie; EXCLUDED where an id is not a movie."""
+        encoded = ItemSequences.from_lists(sessions)
+        logits = torch.as_tensor(self.logits(encoded.padded(0, len(sessions), self.max_length - 1))).float()
+        probabilities = logits.index_fill_(1, self.not_movies, EXCLUDED).softmax(dim=1)
+        return probabilities.index_fill_(1, self.not_movies, EXCLUDED)
 
 
-def top_k_order(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k_order(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Per row the columns of the ``k`` highest scores, highest first, equal scores in column order.
 
-    The same as ``np.argsort(-scores, kind="stable")[:, :k]``, without sorting the whole row:
-    the k-th highest value is found by partition, the columns above it are kept, and ties at it
-    are filled in column order; only those k are sorted.
+    The same as a stable descending argsort's first ``k`` columns, without sorting the whole row.
+    ``topk`` of k + 1 finds the k highest; where the (k+1)-th ties with the k-th, which tied
+    columns make the cut is decided in column order, on those rows only.
     """
     rows, columns = scores.shape
     k = min(k, columns)
     if k == 0:
-        return np.zeros((rows, 0), dtype=np.int64)
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+        return torch.zeros((rows, 0), dtype=torch.long)
+    values, indices = torch.topk(scores, min(k + 1, columns), dim=1)
+    order = indices[:, :k].sort(dim=1).values  # the chosen columns, ascending
+    if k < columns:
+        crowded = values[:, k] == values[:, k - 1]
+        if crowded.any():
+            order[crowded] = _first_columns_at_or_above(scores[crowded], values[crowded, k - 1 : k], k)
+    ranked = torch.sort(scores.gather(1, order), dim=1, descending=True, stable=True).indices
+    return order.gather(1, ranked)
+
+
+def _first_columns_at_or_above(scores: torch.Tensor, kth: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row the columns above ``kth``, then the first columns equal to it, up to ``k`` in all, ascending."""
     above = scores > kth
     at = scores == kth
-    room = k - above.sum(axis=1, keepdims=True)
-    chosen = above | (at & (np.cumsum(at, axis=1) <= room))
-    candidates = np.nonzero(chosen)[1].reshape(rows, k)  # row-major: each row's columns ascending
-    ranked = np.argsort(-np.take_along_axis(scores, candidates, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(candidates, ranked, axis=1)
+    room = k - above.sum(dim=1, keepdim=True)
+    return (above | (at & (at.cumsum(dim=1) <= room))).nonzero()[:, 1].reshape(len(scores), k)
 
 
 def run_scorable(run: LoadedRun) -> np.ndarray | None:
@@ -198,10 +222,3 @@ class Recommender:
             for index in range(len(sessions))
         ]
 
-
-def _softmax_over(logits: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    chosen = logits[:, columns].astype(np.float64)
-    chosen = np.exp(chosen - chosen.max(axis=1, keepdims=True))
-    probabilities = np.zeros_like(logits, dtype=np.float64)
-    probabilities[:, columns] = chosen / chosen.sum(axis=1, keepdims=True)
-    return probabilities

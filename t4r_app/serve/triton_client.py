@@ -3,7 +3,8 @@
 The server returns raw movie ids and scores; titles, unknown ids and the popularity fallback
 are filled in here, so ``predict --server`` and ``recommend --server`` print exactly what their
 in-process forms print. The movies and titles come from the run when one is given, else from
-the served model's config (``movie_titles``, written at export). Whether seen movies are left
+the server's ``movie_catalogue`` model (asked once; exports from before it kept them in the
+ensemble's config, which is read then). Whether seen movies are left
 out is the served ensemble's rule (fixed at export, read from the same config).
 
 Light on purpose: tritonclient, numpy and the protocol only, so a machine that only asks a
@@ -19,6 +20,9 @@ import numpy as np
 
 from t4r_app.errors import ServerError
 from t4r_app.serve.protocol import (
+    CATALOGUE_MODEL,
+    CATALOGUE_MOVIES,
+    CATALOGUE_TITLES,
     ENSEMBLE_NAME,
     MOVIE_IDS,
     NO_MOVIE,
@@ -55,7 +59,7 @@ class MovieCatalogue:
 
 def no_catalogue_note(address: str) -> str:
     return (
-        f"the ensemble at {address} was exported before t4r-app put its movie titles in the model's config: "
+        f"the ensemble at {address} was exported before t4r-app served its movie titles: "
         "answers carry raw movie ids without titles, and unknown movie ids are neither left out nor listed; "
         "pass --run RUN_DIR (the run it was exported from) or export it again"
     )
@@ -86,7 +90,7 @@ class TritonRecommender:
     @property
     def catalogue(self) -> MovieCatalogue:
         if self._catalogue is None:
-            title_of_movie = decode_movie_titles(self._served_parameters())
+            title_of_movie = self._served_catalogue()
             if title_of_movie is None:
                 self._catalogue = MovieCatalogue({}, None, no_catalogue_note(self.address))
             else:
@@ -107,6 +111,15 @@ class TritonRecommender:
             return request()
         except Exception as error:  # tritonclient raises its own exception types per protocol
             raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+
+    def _served_catalogue(self) -> dict[int, str] | None:
+        """{movie id: title} from the server's catalogue model, or from the ensemble's config
+        for exports from before it; None when the server has neither."""
+        if not self._ask(lambda: self.client.is_model_ready(CATALOGUE_MODEL)):
+            return decode_movie_titles(self._served_parameters())
+        result = self._ask(lambda: self.client.infer(CATALOGUE_MODEL, []))
+        titles = (title.decode("utf-8") for title in result.as_numpy(CATALOGUE_TITLES))
+        return dict(zip(result.as_numpy(CATALOGUE_MOVIES).tolist(), titles))
 
     def _served_parameters(self) -> dict:
         """The ensemble config's parameters, as JSON (read from the server once)."""
