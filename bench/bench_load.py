@@ -86,6 +86,7 @@ class Traffic:
 
     def _inputs(self, protocol: str, values: np.ndarray, offsets: np.ndarray, values_type: str = "INT64"):
         module = self.modules[protocol]
+        values, offsets = values[None], offsets[None]  # one batch row a request: the ensemble batches requests
         tensors = [module.InferInput(VALUES_INPUT, list(values.shape), values_type), module.InferInput(OFFSETS_INPUT, list(offsets.shape), "INT32")]
         tensors[0].set_data_from_numpy(values)
         tensors[1].set_data_from_numpy(offsets)

@@ -12,6 +12,7 @@ exports it for ``--target``, and measures
   titles): one-session requests over HTTP and gRPC at concurrency 1 and 8, and 64-session
   requests, each for ``--seconds``; Triton's statistics give the server's share of the
   one-session HTTP latency (queue, the python backend's input and output copies, execution);
+  then the same run exported without dynamic batching, one-session requests at concurrency 1 and 8;
 * ``perf_analyzer`` (Triton's own load generator) on the same sessions, one-session requests
   at concurrency 1 and 8 and 64-session requests at concurrency 1, over HTTP;
 * the server's resident memory (tritonserver and its python stub) when loaded and after the load.
@@ -211,6 +212,18 @@ def through_triton(work: Path, repository: Path, run_dir: Path, sessions, second
     return result
 
 
+def without_dynamic_batching(work: Path, run_dir: Path, sessions, target: str, seconds: float, instances: int) -> list[dict]:
+    """One-session HTTP requests at concurrency 1 and 8 against the same run exported without
+    dynamic batching: what merging waiting requests gains (or costs)."""
+    repository = export_run(run_dir, work / "triton-unbatched", target=target, top_k=TOP_K, instances=instances, dynamic_batching=False)
+    with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as server:
+        load_test(server, run_dir, sessions, "http", 1, 1, 3.0)  # warm-up
+        tests = [load_test(server, run_dir, sessions, "http", 1, concurrency, seconds) for concurrency in (1, 8)]
+    for test in tests:
+        print("  triton without dynamic batching:", json.dumps(test), flush=True)
+    return tests
+
+
 def measure_catalogue(movies: int, work: Path, target: str, seconds: float, instances: int) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     run_dir, sessions = prepare(work, movies)
@@ -222,6 +235,7 @@ def measure_catalogue(movies: int, work: Path, target: str, seconds: float, inst
     entry["breakdown"] = breakdown(repository, sessions, device)
     print(f"{movies} movies, breakdown:", json.dumps(entry["breakdown"]), flush=True)
     entry["triton"] = through_triton(work, repository, run_dir, sessions, seconds)
+    entry["without_dynamic_batching"] = without_dynamic_batching(work, run_dir, sessions, target, seconds, instances)
     one = next(t for t in entry["triton"]["client"] if (t["protocol"], t["sessions_per_request"], t["concurrency"]) == ("http", 1, 1))
     entry["p50_ratio_triton_http_over_in_process"] = round(one["p50_ms"] / entry["in_process"]["sessions_1"]["p50_ms"], 2)
     return entry
@@ -286,6 +300,7 @@ def markdown(report: dict) -> str:
             lines.append(_row("in process (`Recommender`)", {"sessions_per_request": int(size.split("_")[1]), "concurrency": 1, **result}))
         lines += [_row(f"Triton, project client, {t['protocol'].upper()}", t) for t in triton["client"]]
         lines += [_row("Triton, perf_analyzer, HTTP", t) for t in triton["perf_analyzer"]]
+        lines += [_row("Triton without dynamic batching, project client, HTTP", t) for t in entry.get("without_dynamic_batching", [])]
         split, steps = triton["one_session_http_split"], entry["breakdown"]
         lines += [
             "",

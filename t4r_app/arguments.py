@@ -405,6 +405,12 @@ class ExportArgs:
     )
     top_k: int = option("movies per answer (default 10)", 10, parse=positive_int)
     exclude_seen: bool | None = seen_option(" The server applies the rule baked in here to every request.")
+    instances: int = option(
+        "python-backend processes answering side by side, each with its own copy of the model and torch's threads "
+        "(default 1; more pay off only with cores to spare: see the README's serving figures)",
+        1,
+        parse=positive_int,
+    )
 
 
 @dataclass(kw_only=True)

@@ -250,7 +250,9 @@ def _cmd_export(args: ExportArgs) -> int:
 
     from t4r_app.serve.export import EXPORT_INFO, export_run, target_warning
 
-    repository = export_run(args.run, args.output, target=args.target, top_k=args.top_k, exclude_seen=args.exclude_seen)
+    repository = export_run(
+        args.run, args.output, target=args.target, top_k=args.top_k, exclude_seen=args.exclude_seen, instances=args.instances
+    )
     info = json.loads((repository / EXPORT_INFO).read_text())
     print(f"exported the Triton ensemble (workflow + BERT4Rec, top {args.top_k}, target {info['target']}) to {repository}")
     warning = target_warning(info["target"])

@@ -225,7 +225,9 @@ def _raw_request(server, inputs):
         client.close()
 
 
-def _input(name, array, datatype):
+def _input(name, array, datatype, rows=1):
+    """``array`` as the one batch row a request carries (``rows`` copies of it, to send too many)."""
+    array = np.repeat(array[None], rows, axis=0)
     tensor = httpclient.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return tensor
@@ -253,6 +255,7 @@ OFFSETS_MUST_FIT = "must start at 0, never decrease and end at the number of val
         ("huge_offsets", OFFSETS_MUST_FIT),
         ("ten_thousand_sessions", f"at most {MAX_SESSIONS_PER_REQUEST} sessions, got 10000: split them"),
         ("too_many_movies", f"at most {MAX_MOVIES_PER_REQUEST} movies in all its sessions, got {MAX_MOVIES_PER_REQUEST + 1}"),
+        ("two_batch_rows", "carries its sessions as one batch row"),
     ],
 )
 def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_process, raw_sessions, case, message):
@@ -261,6 +264,8 @@ def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_pr
         inputs = [_input("movieIndices__values", values.astype(np.float32), "FP32"), _input("movieIndices__offsets", offsets, "INT32")]
     elif case == "missing_input":
         inputs = [_input("movieIndices__values", values, "INT64")]
+    elif case == "two_batch_rows":
+        inputs = [_input("movieIndices__values", values, "INT64", rows=2), _input("movieIndices__offsets", offsets, "INT32", rows=2)]
     else:
         if case == "offsets_past_the_values":
             values = values[:2]
@@ -283,6 +288,42 @@ def test_bad_requests_get_errors_and_the_server_stays_up(server, tiny_run, in_pr
     assert time.monotonic() - started < HOSTILE_SECONDS
     assert server.ready()
     _still_answers(server, tiny_run, in_process, raw_sessions[4])
+
+
+def test_requests_merged_by_the_server_get_each_its_own_answer(server, tiny_run, in_process, raw_sessions):
+    """Eight clients at once: the dynamic batcher merges waiting requests into one pass, and
+    every request still gets exactly its own sessions' answers (one bad request among them alone refused)."""
+    from bench.common import run_concurrently
+
+    requests = [raw_sessions[i : i + 1 + i % 3] for i in range(0, 160)]
+    answers: dict[int, list] = {}
+    refused = []
+
+    def client(worker: int) -> None:
+        recommender = TritonRecommender(server.http_url, tiny_run, "http")
+        try:
+            for index in range(worker, len(requests), 8):
+                answers[index] = recommender.recommend(requests[index], top_k=TOP_K)
+            values, offsets = encode_request(raw_sessions[:2])
+            offsets = offsets.copy()
+            offsets[-1] += 3  # past the values
+            try:
+                _raw_request(server, [_input("movieIndices__values", values, "INT64"), _input("movieIndices__offsets", offsets, "INT32")])
+            except httpclient.InferenceServerException as error:
+                refused.append(str(error))
+        finally:
+            recommender.close()
+
+    stats = httpclient.InferenceServerClient(server.http_url)
+    before = stats.get_inference_statistics(ENSEMBLE_NAME)["model_stats"][0]
+    run_concurrently(client, 8)
+    after = stats.get_inference_statistics(ENSEMBLE_NAME)["model_stats"][0]
+    stats.close()
+    for index, request in enumerate(requests):
+        _assert_same(answers[index], in_process.recommend(request, top_k=TOP_K))
+    assert len(refused) == 8 and all(OFFSETS_MUST_FIT in message for message in refused)
+    passes = after["execution_count"] - before["execution_count"]
+    assert passes < after["inference_count"] - before["inference_count"]  # some requests shared a pass
 
 
 EXTREME_IDS = [2**63 - 1, -(2**63), 2**62, -(2**40), -1, 10**12]
@@ -444,7 +485,9 @@ def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessio
 
     run_dir = tmp_path / "sasrec"
     train(tiny_config("model.architecture=sasrec"), tiny_data, run_dir, progress=False)
-    repository = _without_the_catalogue(export_run(run_dir, tmp_path / "repo", target="cpu", top_k=TOP_K))
+    # exported as before the server batched requests too: tensors without a batch dimension
+    repository = export_run(run_dir, tmp_path / "repo", target="cpu", top_k=TOP_K, dynamic_batching=False)
+    repository = _without_the_catalogue(repository)
     in_process = Recommender(load_run(run_dir))
     sessions = raw_sessions[:60] + [[], raw_sessions[0] * 5]
     with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as running:

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from t4r_app.errors import ServerError
-from t4r_app.serve.protocol import MAX_MOVIES_PER_REQUEST, MAX_SESSIONS_PER_REQUEST, MOVIE_TITLES_PARAMETER, decode_movie_titles
+from t4r_app.serve.protocol import (
+    MAX_MOVIES_PER_REQUEST,
+    MAX_SESSIONS_PER_REQUEST,
+    MOVIE_TITLES_PARAMETER,
+    decode_movie_titles,
+    encode_request,
+    merge_requests,
+    request_problem,
+)
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import free_port
 
@@ -59,3 +67,14 @@ def test_a_catalogue_kept_in_the_config_by_earlier_exports_is_still_read():
     parameters = {MOVIE_TITLES_PARAMETER: {"string_value": written}}
     assert decode_movie_titles(parameters) == {12: "Heat (1995)", 7: "Café Society (2016)"}
     assert decode_movie_titles({}) is None  # exported before either: the client says what is missing
+
+
+def test_requests_merged_into_one_pass_split_back_into_their_own_sessions():
+    first, second, third = ([[5, 6], [7]], [[]], [[8, 9, 10], [11], [12]])
+    pairs = [encode_request(sessions) for sessions in (first, second, third)]
+    values, offsets, counts = merge_requests(pairs)
+    assert counts == [2, 1, 3]
+    assert values.tolist() == [5, 6, 7, 8, 9, 10, 11, 12] and offsets.tolist() == [0, 2, 3, 3, 6, 7, 8]
+    batched = encode_request(first, batched=True)
+    assert batched[0].shape == (1, 3) and batched[1].tolist() == [[0, 2, 3]]
+    assert "one batch row" in request_problem(np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int32))

@@ -67,6 +67,7 @@ RUN_COPY = "run"  # beside the ensemble's artifacts: what a GPU instance traces 
 # Triton's python backend runs the executor_model/1/model.py that export writes: one import of this module.
 ENTRY_MODULE = "t4r_app.serve.triton_entry"
 CATALOGUE_MODULE = "t4r_app.serve.catalogue_model"
+REQUESTS_PER_PASS = 64  # the most requests the server merges into one pass of the model
 
 
 class NextItemLogits(torch.nn.Module):
@@ -174,11 +175,14 @@ def export_run(
     top_k: int = 10,
     exclude_seen: bool | None = None,
     instances: int = 1,
+    dynamic_batching: bool = True,
 ) -> Path:
     """Write the Triton model repository for ``run_dir`` into ``output`` (replaced if present).
 
     ``exclude_seen`` None bakes in the run's seen-movie rule; True or False overrides it.
     ``instances``: python-backend processes answering requests side by side (each holds the model).
+    ``dynamic_batching``: the server merges the requests that wait while the model is busy into
+    one pass (False only to measure what that gains).
     """
     target = target or default_target()
     if target not in TARGETS:
@@ -193,7 +197,7 @@ def export_run(
     # Written into a temporary sibling and renamed into place at the end: an export killed at any
     # moment leaves the previous repository (or none) at OUTPUT, never a half-written one.
     with building(output) as partial:
-        _write_repository(run, movies, Path(run_dir), partial, target, top_k, exclude_seen, instances)
+        _write_repository(run, movies, Path(run_dir), partial, target, top_k, exclude_seen, instances, dynamic_batching)
     return Path(output)
 
 
@@ -206,6 +210,7 @@ def _write_repository(
     top_k: int,
     exclude_seen: bool | None,
     instances: int,
+    dynamic_batching: bool,
 ) -> None:
     exclude_seen = run_exclude_seen(run) if exclude_seen is None else exclude_seen
     executor_config, _ = build_ensemble(run, top_k, exclude_seen, movies).export(
@@ -216,6 +221,8 @@ def _write_repository(
     # Explicit for cpu too: merlin writes KIND_AUTO, which Triton turns into GPU instances where it sees a GPU.
     del executor_config.instance_group[:]
     executor_config.instance_group.add(kind=INSTANCE_KINDS[target], count=instances)
+    if dynamic_batching:
+        batch_requests(executor_config)
     if target == "gpu":
         copy_run_model(Path(run_dir), output / ENSEMBLE_NAME / "1" / "ensemble" / RUN_COPY)
     (output / ENSEMBLE_NAME / "config.pbtxt").write_text(text_format.MessageToString(executor_config))
@@ -223,8 +230,20 @@ def _write_repository(
     (output / ENSEMBLE_NAME / "1" / "model.py").write_text(f"from {ENTRY_MODULE} import TritonPythonModel  # noqa: F401\n")
     write_catalogue_model(movies.title_of_movie(), output / CATALOGUE_MODEL)
     info = {"run_dir": str(Path(run_dir).resolve()), "target": target, "top_k": top_k, "model": ENSEMBLE_NAME,
-            "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen, "instances": instances}
+            "max_seq_length": max_sequence_length(run.schema), "exclude_seen": exclude_seen, "instances": instances,
+            "dynamic_batching": dynamic_batching}
     (output / EXPORT_INFO).write_text(json.dumps(info, indent=2))
+
+
+def batch_requests(config: model_config.ModelConfig) -> None:
+    """Let Triton hand the model every request that waited while it was busy (``triton_entry``
+    merges them into one pass). Each request becomes one batch row of ragged length, so its
+    tensors take a leading dimension of 1. No queue delay: a lone request goes at once, and
+    under load the queue that builds while the model runs is the batch."""
+    config.max_batch_size = REQUESTS_PER_PASS
+    for tensor in config.input:
+        tensor.allow_ragged_batch = True
+    config.dynamic_batching.max_queue_delay_microseconds = 0
 
 
 def write_catalogue_model(title_of_movie: dict[int, str], folder: Path) -> None:

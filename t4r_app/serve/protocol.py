@@ -35,9 +35,9 @@ MOVIE_TITLES_PARAMETER = "movie_titles"
 CATALOGUE_MODEL = "movie_catalogue"
 CATALOGUE_MOVIES, CATALOGUE_TITLES = "movie_ids", "titles"
 CATALOGUE_FILE = "movies.json"
-# What one request may carry. Scoring holds a (sessions x catalogue) score table and its sort,
-# so sessions are capped (1,024 x 27k movies of MovieLens-20M is about 0.2 GB per table); the
-# flat values are capped so that decoding and the seen-movie rule stay bounded (8 MB of INT64).
+# What one request may carry. Requests are answered together (the server's dynamic batcher
+# merges those that wait), 256 sessions scored at a time against the catalogue; the caps keep
+# one request's decoding, seen-movie rule and answer bounded (8 MB of INT64 values at most).
 # One session may be that long: only its last max_seq_length - 1 movies are scored, all of them
 # count as seen. TritonRecommender splits larger batches into requests that fit.
 MAX_SESSIONS_PER_REQUEST = 1024
@@ -87,13 +87,27 @@ def fallback_for(known_movies: Sequence[int]) -> str | None:
     return None if len(known_movies) else FALLBACK
 
 
-def encode_request(sessions: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of sessions as merlin's ragged pair: flat INT64 values and INT32 row offsets."""
+def encode_request(sessions: Sequence[Sequence[int]], batched: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of sessions as merlin's ragged pair: flat INT64 values and INT32 row offsets.
+
+    ``batched``: with the leading batch dimension of 1 that an ensemble batching requests on the
+    server takes (values ``[1, movies]``, offsets ``[1, sessions + 1]``).
+    """
     # Imported here, where a request is built: importing the protocol stays numpy-light.
     from workflow.list_columns import to_flat
 
     values, offsets = to_flat(sessions)
-    return values, offsets.astype(np.int32)
+    offsets = offsets.astype(np.int32)
+    return (values[None], offsets[None]) if batched else (values, offsets)
+
+
+def merge_requests(requests: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Checked ragged pairs of several requests as one (values one after another, offsets shifted
+    onto them), and how many sessions each request brought, to split the answers back."""
+    values = np.concatenate([values for values, _ in requests])
+    starts = np.cumsum([0] + [len(values) for values, _ in requests[:-1]])
+    offsets = np.concatenate([[0]] + [start + offsets[1:].astype(np.int64) for start, (_, offsets) in zip(starts, requests)])
+    return values, offsets, [len(offsets) - 1 for _, offsets in requests]
 
 
 def request_batches(sessions: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
@@ -111,9 +125,15 @@ def request_batches(sessions: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
 
 
 def request_problem(values: np.ndarray | None, offsets: np.ndarray | None) -> str | None:
-    """What is wrong with a request's ragged ``movieIndices`` pair, or None when it is sound."""
+    """What is wrong with a request's ragged ``movieIndices`` pair (its batch dimension taken
+    off, where it had one of 1), or None when it is sound."""
     if values is None or offsets is None:
         return f"the request needs both {VALUES_INPUT} and {OFFSETS_INPUT}"
+    if values.ndim == 2 and offsets.ndim == 2 and (values.shape[0] != 1 or offsets.shape[0] != 1):
+        return (
+            f"a request carries its sessions as one batch row: {VALUES_INPUT} [1, movies] and {OFFSETS_INPUT} "
+            f"[1, sessions + 1], got {list(values.shape)} and {list(offsets.shape)}"
+        )
     if values.ndim != 1:
         return f"{VALUES_INPUT} must be one-dimensional (every session's movies, one after another), got shape {values.shape}"
     if offsets.ndim != 1 or len(offsets) < 2:

@@ -82,6 +82,7 @@ class TritonRecommender:
         self.client = client_module.InferenceServerClient(f"{host}:{port}")
         self.address = address
         self._parameters: dict | None = None
+        self._shapes: dict[str, list[int]] | None = None
         self._catalogue = None if run_dir is None else _run_catalogue(run_dir)
 
     def close(self) -> None:
@@ -131,14 +132,25 @@ class TritonRecommender:
             self._parameters = config.get("parameters", {})
         return self._parameters
 
+    def _served_shapes(self) -> dict[str, list[int]]:
+        """The ensemble's input and output shapes by name (read from the server once)."""
+        if self._shapes is None:
+            metadata = self._ask(lambda: self.client.get_model_metadata(ENSEMBLE_NAME))
+            if isinstance(metadata, dict):  # HTTP answers JSON, gRPC a protobuf message
+                tensors = metadata["inputs"] + metadata["outputs"]
+                self._shapes = {tensor["name"]: [int(d) for d in tensor["shape"]] for tensor in tensors}
+            else:
+                tensors = list(metadata.inputs) + list(metadata.outputs)
+                self._shapes = {tensor.name: [int(d) for d in tensor.shape] for tensor in tensors}
+        return self._shapes
+
     def served_top_k(self) -> int:
         """How many movies the exported ensemble answers per session."""
-        metadata = self._ask(lambda: self.client.get_model_metadata(ENSEMBLE_NAME))
-        if isinstance(metadata, dict):  # HTTP answers JSON, gRPC a protobuf message
-            outputs = {output["name"]: output["shape"] for output in metadata["outputs"]}
-        else:
-            outputs = {output.name: list(output.shape) for output in metadata.outputs}
-        return int(outputs[MOVIE_IDS][-1])
+        return self._served_shapes()[MOVIE_IDS][-1]
+
+    def _batched(self) -> bool:
+        """Whether the ensemble batches requests (its tensors then lead with a batch dimension)."""
+        return len(self._served_shapes()[VALUES_INPUT]) == 2
 
     def served_exclude_seen(self) -> bool:
         """Whether the served ensemble leaves a session's own movies out (fixed at export)."""
@@ -152,7 +164,7 @@ class TritonRecommender:
         return np.concatenate([a[0] for a in answers]), np.concatenate([a[1] for a in answers])
 
     def _infer_one(self, sessions: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        values, offsets = encode_request(sessions)
+        values, offsets = encode_request(sessions, self._batched())
         inputs = [
             self.module.InferInput(VALUES_INPUT, list(values.shape), "INT64"),
             self.module.InferInput(OFFSETS_INPUT, list(offsets.shape), "INT32"),
@@ -160,7 +172,8 @@ class TritonRecommender:
         inputs[0].set_data_from_numpy(values)
         inputs[1].set_data_from_numpy(offsets)
         result = self._ask(lambda: self.client.infer(ENSEMBLE_NAME, inputs))
-        return result.as_numpy(MOVIE_IDS), result.as_numpy(SCORES)
+        movies, scores = result.as_numpy(MOVIE_IDS), result.as_numpy(SCORES)
+        return movies.reshape(-1, movies.shape[-1]), scores.reshape(-1, scores.shape[-1])  # the batch row off
 
     def recommend(
         self, sessions: list[list[int]], session_ids: list | None = None, top_k: int = 10, exclude_seen: bool | None = None
