@@ -116,7 +116,8 @@ class Traffic:
         try:
             result = self.clients[protocol].infer(ENSEMBLE_NAME, inputs)
             movies, scores = result.as_numpy(MOVIE_IDS), result.as_numpy(SCORES)
-            ok = kind == "valid" and movies.shape == (size, TOP_K) and scores.shape == (size, TOP_K)
+            answer_shape = (1, size, TOP_K)  # one batch row a request: the ensemble batches requests
+            ok = kind == "valid" and movies.shape == answer_shape and scores.shape == answer_shape
             if not ok:
                 error = f"answered {kind} request with shape {movies.shape}"
         except Exception as failure:  # tritonclient raises its own exception type per protocol

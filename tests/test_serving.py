@@ -326,6 +326,19 @@ def test_requests_merged_by_the_server_get_each_its_own_answer(server, tiny_run,
     assert passes < after["inference_count"] - before["inference_count"]  # some requests shared a pass
 
 
+def test_the_load_bench_traffic_is_answered_as_it_expects(server, raw_sessions):
+    """bench-load's requests (1 or 64 sessions, HTTP or gRPC, some malformed) against the server's shapes."""
+    from bench.bench_load import Traffic
+
+    traffic = Traffic(server, raw_sessions, malformed=0.4, seed=3)
+    try:
+        records = [traffic.one() for _ in range(40)]
+    finally:
+        traffic.close()
+    assert all(record["ok"] for record in records), [record["error"] for record in records if not record["ok"]][:3]
+    assert {"valid"} < {record["kind"] for record in records}
+
+
 EXTREME_IDS = [2**63 - 1, -(2**63), 2**62, -(2**40), -1, 10**12]
 
 
