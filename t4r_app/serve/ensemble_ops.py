@@ -44,7 +44,9 @@ class PythonBackendRuntime(TritonExecutorRuntime):
 
 
 class ServingWorkflow(TransformWorkflow):
-    """TransformWorkflow whose NVTabular workflow travels as files beside the ensemble."""
+    """TransformWorkflow whose NVTabular workflow travels as files beside the ensemble.
+
+    ``EncodeMovies`` builds on it; repositories exported before it pickled this class itself."""
 
     def __getstate__(self):
         state = dict(self.__dict__)
