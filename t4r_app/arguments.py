@@ -391,13 +391,26 @@ class ExportArgs:
         "Writes a Triton model repository with merlin-systems: the serving part of the run's NVTabular "
         "workflow (raw movie ids in, encoded and truncated sessions out) followed by the BERT4Rec model "
         "traced in eval mode, returning the top-k raw movie ids and their scores. Requests carry "
-        "'movieIndices' as merlin ragged inputs (movieIndices__values INT64, movieIndices__offsets INT32), "
-        "one or many sessions each; the answer is 'movie_ids' and 'scores', shape (sessions, k). "
+        "'movieIndices' as merlin ragged inputs (movieIndices__values INT64 [1, movies], movieIndices__offsets "
+        "INT32 [1, sessions + 1]), one or many sessions each, and the server merges waiting requests into one pass; "
+        "the answer is 'movie_ids' and 'scores', shape [1, sessions, k]. --into adds the run as the next model "
+        "version of a repository being served, and --server then switches that server to it without dropping a request. "
         "Both targets run every step in Triton's python backend; gpu runs the model step on a GPU "
         "instance (KIND_GPU) and can be exported on a machine without one (with a warning) to serve elsewhere."
     )
     run: Path = option("RUN_DIR written by `t4r-app train`")
-    output: Path = option("model repository folder to write (replaced if present)")
+    output: Path | None = option("model repository folder to write (replaced if present)", None, one_of="destination")
+    into: Path | None = option(
+        "a repository being served: add the run as its next model version, beside the one answering",
+        None,
+        one_of="destination",
+    )
+    server: str | None = option(
+        "with --into: the HTTP address of the server serving it, switched to the new version once written "
+        "(the old one answers until the new one is ready)",
+        None,
+        metavar="HOST:PORT",
+    )
     target: str | None = option(
         "cpu: model on the CPU; gpu: model on a GPU instance (default: gpu where torch sees a GPU, else cpu)",
         None,

@@ -26,7 +26,7 @@ from t4r_app.arguments import (
     from_namespace,
 )
 from t4r_app.config import describe_fields, load_config
-from t4r_app.errors import USER_ERRORS, ConfigError
+from t4r_app.errors import USER_ERRORS, ConfigError, ExportError
 
 _EXIT_USAGE = 2
 
@@ -250,6 +250,10 @@ def _cmd_export(args: ExportArgs) -> int:
 
     from t4r_app.serve.export import EXPORT_INFO, export_run, target_warning
 
+    if args.into is not None:
+        return _export_version(args)
+    if args.server:
+        raise ExportError("--server switches a live server to a new version: it goes with --into, not --output")
     repository = export_run(
         args.run, args.output, target=args.target, top_k=args.top_k, exclude_seen=args.exclude_seen, instances=args.instances
     )
@@ -260,6 +264,21 @@ def _cmd_export(args: ExportArgs) -> int:
         print(f"t4r-app export: warning: {warning}", file=sys.stderr)
     print(_seen_note(info["exclude_seen"], args))
     print(f"serve it with: t4r-app serve --repository {repository}")
+    return 0
+
+
+def _export_version(args: ExportArgs) -> int:
+    from t4r_app.serve.versions import add_version, switch
+
+    version = add_version(args.run, args.into, exclude_seen=args.exclude_seen)
+    print(f"wrote version {version} of {args.into} from {args.run} (target, top-k and instances as served)")
+    if not args.server:
+        print("a server started on it afterwards serves this version; to switch a running one, give --server HOST:PORT "
+              "with --into next time")  # fmt: skip
+        return 0
+    print(f"switching the server at {args.server} to version {version} (the old one answers until it is ready) ...", flush=True)
+    switch(args.server, args.into)
+    print(f"the server at {args.server} answers with version {version}")
     return 0
 
 

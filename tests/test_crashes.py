@@ -28,6 +28,7 @@ from t4r_app.data.synthetic import GenerationSpec, generate_dataset
 from t4r_app.errors import PreprocessError, RunError, TrainingError
 from t4r_app.model.saved_run import MODEL_DIR, load_run
 from t4r_app.serve.export import EXPORT_INFO, export_run, load_exported
+from t4r_app.serve.triton_server import check_repository
 from t4r_app.train.trainer import CHECKPOINT_COMPLETE, train
 
 pytestmark = pytest.mark.slow  # subprocesses killed mid-stage, dask clusters
@@ -164,6 +165,18 @@ def test_export_killed_midway_leaves_the_previous_repository_or_none(tiny_run, t
     movies = pd.read_parquet(tiny_run / MODEL_DIR / "item_mapping.parquet")["movie_index"].tolist()
     output = load_exported(repository).transform(pd.DataFrame({"movieIndices": [movies[:5], movies[3:9]]}))
     assert [len(ids) for ids in output["movie_ids"]] == [7, 7]
+
+
+def test_a_new_version_killed_midway_leaves_the_served_one_whole(tiny_run, tmp_path):
+    from t4r_app.serve.versions import add_version, versions
+
+    repository = export_run(tiny_run, tmp_path / "repo", target="cpu", top_k=5)
+    before = (repository / EXPORT_INFO).read_text()
+    process = _start("export", "--run", str(tiny_run), "--into", str(repository))
+    _kill_when(process, lambda: any(tmp_path.glob(".repo.next-*/.export.partial-*")))  # while the new version is built
+    assert versions(repository) == [1] and (repository / EXPORT_INFO).read_text() == before
+    check_repository(repository)
+    assert add_version(tiny_run, repository) == 2 and not list(tmp_path.glob(".repo.next-*"))
 
 
 def test_import_killed_midway_is_refused_by_preprocess(tmp_path):

@@ -31,6 +31,7 @@ from google.protobuf import text_format
 from t4r_app.errors import ServeError
 from t4r_app.serve.export import EXPORT_INFO, gpu_problem
 from t4r_app.serve.protocol import ENSEMBLE_NAME
+from t4r_app.serve.versions import ADMIN_HEADER, admin_key
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
@@ -213,6 +214,7 @@ class TritonServer:
         self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         self.log_path = Path(log_path) if log_path else self.repository.parent / f"{self.repository.name}.triton.log"
         self.process: subprocess.Popen | None = None
+        self.admin_key = ""  # the repository's model-control key, read when the server starts
 
     @property
     def http_url(self) -> str:
@@ -235,6 +237,12 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.ports['metrics']}",
             "--exit-timeout-secs=5",
+            # Every model loaded at start; new versions only when asked (`t4r-app export --into ... --server`),
+            # by a request that carries the repository's admin key (serve/versions.py).
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--http-restricted-api=model-repository:{ADMIN_HEADER}={self.admin_key}",
+            f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={self.admin_key}",
         ]
         if binary.backend_dir:
             command.append(f"--backend-directory={binary.backend_dir}")
@@ -250,6 +258,7 @@ class TritonServer:
 
     def launch(self, binary: TritonBinary) -> None:
         """Start the process without start()'s checks; wait_ready() then says whether it came up."""
+        self.admin_key = admin_key(self.repository)
         log = open(self.log_path, "w")
         self.process = subprocess.Popen(
             self.command(binary), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **binary.env}, start_new_session=True
