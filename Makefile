@@ -23,7 +23,7 @@ METRICS_PORT ?= 8002
 OVERRIDES ?=
 NPROC ?= 1
 
-.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-predict bench-quality bench-quality-levers fuzz clean help
+.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-switch bench-predict bench-quality bench-quality-levers fuzz clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -105,6 +105,9 @@ bench-serve: $(SETUP)  ## per catalogue (1,682 and 50,000 movies): in-process vs
 
 bench-load: $(SETUP)  ## 5 min of mixed HTTP/gRPC traffic (1 and 64 sessions, 5% malformed) on a 50,000-movie catalogue through the real server -> bench/results/load.json
 	$(VENV_PYTHON) -m bench.bench_load --output bench/results/load.json
+
+bench-switch: $(SETUP)  ## bench-load's mixed traffic for 150 s at 50,000 movies, a new model version written and switched to after 60 s: failures and latency around the switch -> bench/results/load-switch.json
+	$(VENV_PYTHON) -m bench.bench_load --seconds 150 --concurrency 4 --switch-after 60 --output bench/results/load-switch.json
 
 bench-predict: $(SETUP)  ## batch predict of 100k and 1M sessions and evaluate on a 50,000-movie catalogue: peak RSS, sessions/s -> bench/results/predict.json
 	$(VENV_PYTHON) -m bench.bench_predict --output bench/results/predict.json

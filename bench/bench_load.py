@@ -47,6 +47,7 @@ from t4r_app.serve.protocol import (
     encode_request,
 )
 from t4r_app.serve.triton_server import TritonServer, free_port
+from t4r_app.serve.versions import add_version, switch
 
 BIG_REQUEST = 64
 MALFORMED_KINDS = ("offsets_past_values", "negative_offsets", "wrong_dtype", "too_many_sessions")
@@ -163,6 +164,47 @@ def summarise(records: list[dict], seconds: float) -> dict:
     return summary
 
 
+def switch_version(server: TritonServer, run_dir: Path, repository: Path, after: float, record: dict) -> None:
+    """``after`` seconds into the run: the run written as the next version and the server switched to it.
+
+    Its answers equal the old version's (the same run): this measures what the switch costs the
+    traffic (failures, latency), not whether answers change; ``tests/test_model_versions.py`` does that."""
+    if after <= 0:
+        return
+    time.sleep(after)
+    record["started"] = time.perf_counter()
+    try:
+        record["version"] = add_version(run_dir, repository)
+        record["written"] = time.perf_counter()
+        switch(server.http_url, repository)
+        record["switched"] = time.perf_counter()
+    except Exception as error:  # reported, and the run fails
+        record["error"] = str(error)[:500]
+
+
+def around_the_switch(records: list[dict], started: float, switched: dict, margin: float = 10.0) -> dict:
+    """Valid requests' latency in the ``margin`` seconds before the switch began, while the new version
+    was written and loaded, and in the ``margin`` seconds after it served (by when each request ended)."""
+    if "error" in switched or "switched" not in switched:
+        return {"error": switched.get("error", "the switch did not finish within the run")}
+    spans = {
+        "before": (switched["started"] - margin, switched["started"]),
+        "writing": (switched["started"], switched["written"]),
+        "loading": (switched["written"], switched["switched"]),
+        "after": (switched["switched"], switched["switched"] + margin),
+    }
+    result = {
+        "version": switched["version"],
+        "began_s": round(switched["started"] - started, 1),
+        "written_after_s": round(switched["written"] - switched["started"], 1),
+        "serving_after_s": round(switched["switched"] - switched["started"], 1),
+    }
+    for name, (low, high) in spans.items():
+        inside = [record for record in records if low < record["end"] <= high]
+        result[name] = summarise(inside, max(high - low, 1e-9))
+    return result
+
+
 def choose_concurrency(server, sessions, malformed: float, seconds: float) -> tuple[int, list[dict]]:
     ramp = []
     for concurrency in (1, 2, 4, 8):
@@ -183,6 +225,9 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="seconds per reported window")
     parser.add_argument("--malformed", type=float, default=0.05, help="share of malformed requests")
     parser.add_argument("--reuse", action="store_true", help="reuse the trained run in --work if it is there")
+    parser.add_argument("--switch-after", type=float, default=0.0,
+                        help="seconds into the run at which a new model version is written and the server switched to it "
+                             "(export --into --server); 0: no switch")  # fmt: skip
     args = parser.parse_args()
     work = Path(args.work)
     size_file = work / "movies.txt"  # the catalogue size the run in --work was made for
@@ -223,10 +268,17 @@ def main() -> None:
                 rss_samples.append((time.perf_counter(), server.rss_mb()))
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
+        switched: dict = {}
+        switcher = threading.Thread(target=switch_version, args=(server, run_dir, repository, args.switch_after, switched))
         started = time.perf_counter()
         sampler.start()
+        if args.switch_after > 0:
+            switched["at"] = started
+            switcher.start()
         records = drive(server, sessions, concurrency, args.seconds, args.malformed, seed=1)
         elapsed = time.perf_counter() - started
+        if args.switch_after > 0:
+            switcher.join()
         stop.set()
         sampler.join()
         time.sleep(1.0)
@@ -265,6 +317,9 @@ def main() -> None:
             "client_refused_by_triton_before_the_model": sum(r["kind"] == "wrong_dtype" and r["ok"] for r in records),
         },
     )
+    if args.switch_after > 0:
+        report["switch"] = around_the_switch(records, started, switched)
+        print("switch:", json.dumps(report["switch"]), flush=True)
     metrics = report["metrics"]
     # Triton counts a request the python backend answers with an error (merlin's executor returns
     # the error as a response) as a success, and one it refuses itself (wrong dtype) not at all.
@@ -280,6 +335,7 @@ def main() -> None:
         and metrics["success_reconciles"]
         and metrics["failure_reconciles"]
         and report["rss_within_bound"]
+        and report.get("switch", {}).get("error") is None
     )
     print(json.dumps({k: report[k] for k in ("concurrency", "seconds", "overall", "server_rss_mb", "passed")}), flush=True)
     print("metrics:", json.dumps(metrics), flush=True)
