@@ -59,8 +59,9 @@ def scrape(metrics_url: str) -> dict[str, float]:
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
     counts = {}
     for name in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count", "nv_inference_exec_count"):
-        match = re.search(rf'^{name}{{[^}}]*model="{ENSEMBLE_NAME}"[^}}]*}} (\S+)$', text, re.MULTILINE)
-        counts[name] = float(match.group(1)) if match else 0.0
+        # one series per loaded version: summed (a version unloaded by a switch takes its series with it)
+        values = re.findall(rf'^{name}{{[^}}]*model="{ENSEMBLE_NAME}"[^}}]*}} (\S+)$', text, re.MULTILINE)
+        counts[name] = sum(float(value) for value in values)
     return counts
 
 
@@ -327,12 +328,14 @@ def main() -> None:
         metrics["client_valid_answered"] + metrics["client_refused_by_the_model_check"]
     )
     metrics["failure_reconciles"] = delta["nv_inference_request_failure"] == client["valid_failed"]
+    if args.switch_after > 0:  # the old version's counters were unloaded with it: the counts cannot add up
+        metrics["success_reconciles"] = None
     report["rss_within_bound"] = report["server_rss_mb"]["growth"] <= RSS_GROWTH_BOUND_MB
     report["passed"] = bool(
         client["valid_failed"] == 0
         and client["malformed_answered"] == 0
         and still_ready
-        and metrics["success_reconciles"]
+        and metrics["success_reconciles"] is not False
         and metrics["failure_reconciles"]
         and report["rss_within_bound"]
         and report.get("switch", {}).get("error") is None
