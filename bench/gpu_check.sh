@@ -7,7 +7,7 @@
 #      `Recommender` answers, whether Triton put the model on a GPU instance, and one-session
 #      latency through the GPU server;
 #   3. python -m bench.bench_train --skip-early-stop: training throughput at windows 50 and 200;
-#   4. python -m bench.bench_serve --seconds 10 (it exports the cpu target: its model step runs on the CPU).
+#   4. python -m bench.bench_serve --items 1682 --seconds 3 (it exports the cpu target: its model step runs on the CPU).
 # Every step runs under `timeout`, and all of them under one budget (BUDGET_S, 450 s), so the
 # whole check ends within 8 minutes; a step left without time is recorded as skipped.
 # Writes bench/results/gpu_check.json (OUTPUT=...) with each step's status and seconds and the
@@ -230,7 +230,7 @@ with TritonServer(repository, log_path=work / "logs" / "parity_tritonserver.log"
     gpu_memory = subprocess.run(
         ["nvidia-smi", "--query-compute-apps=pid,process_name,used_memory", "--format=csv,noheader"], capture_output=True, text=True
     ).stdout.strip().splitlines()
-    latency = load_test(server.http_url, run_dir, tested, 1, 5.0)
+    latency = load_test(server, run_dir, tested, "http", 1, 1, 5.0)
     log = server.log_path.read_text(errors="replace")
 
 verdicts = [verdict(got, want) for got, want in zip(answers, expected)]
@@ -267,7 +267,7 @@ fi
 
 # ------------------------------------------------------------------ the benchmarks
 step bench_train 180 "$PYTHON" -m bench.bench_train --work "$WORK/bench_train" --output "$WORK/bench_train.json" --skip-early-stop
-step bench_serve 120 "$PYTHON" -m bench.bench_serve --work "$WORK/bench_serve" --output "$WORK/bench_serve.json" --seconds 10
+step bench_serve 200 "$PYTHON" -m bench.bench_serve --work "$WORK/bench_serve" --output "$WORK/bench_serve.json" --items 1682 --seconds 3
 
 cut -f2 "$STEPS" | grep -qvx ok && exit 1
 exit 0
