@@ -125,15 +125,17 @@ def request_batches(sessions: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
 
 
 def request_problem(values: np.ndarray | None, offsets: np.ndarray | None) -> str | None:
-    """What is wrong with a request's ragged ``movieIndices`` pair (its batch dimension taken
-    off, where it had one of 1), or None when it is sound."""
+    """What is wrong with a request's ragged ``movieIndices`` pair (1-D, or one batch row of an
+    ensemble that batches requests), or None when it is sound."""
     if values is None or offsets is None:
         return f"the request needs both {VALUES_INPUT} and {OFFSETS_INPUT}"
-    if values.ndim == 2 and offsets.ndim == 2 and (values.shape[0] != 1 or offsets.shape[0] != 1):
-        return (
-            f"a request carries its sessions as one batch row: {VALUES_INPUT} [1, movies] and {OFFSETS_INPUT} "
-            f"[1, sessions + 1], got {list(values.shape)} and {list(offsets.shape)}"
-        )
+    if values.ndim == 2 and offsets.ndim == 2:  # an ensemble that batches requests: one batch row each
+        if values.shape[0] != 1 or offsets.shape[0] != 1:
+            return (
+                f"a request carries its sessions as one batch row: {VALUES_INPUT} [1, movies] and {OFFSETS_INPUT} "
+                f"[1, sessions + 1], got {list(values.shape)} and {list(offsets.shape)}"
+            )
+        values, offsets = values[0], offsets[0]
     if values.ndim != 1:
         return f"{VALUES_INPUT} must be one-dimensional (every session's movies, one after another), got shape {values.shape}"
     if offsets.ndim != 1 or len(offsets) < 2:

@@ -72,7 +72,6 @@ class TopKRanker:
     ):
         self.logits = logits
         self.max_length = max_length
-        self.popularity = popularity
         # A movie the model may not score (only in the titles file, without title features)
         # is neither recommended nor read from a session: as if the catalogue did not hold it.
         self.is_movie = np.zeros(len(popularity), dtype=bool)

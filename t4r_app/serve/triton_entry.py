@@ -46,14 +46,11 @@ class TritonPythonModel(MerlinExecutorModel):
         sound = []  # (position, values, offsets, batched) of the requests that pass the check
         for position, request in enumerate(requests):
             values, offsets = (_tensor(request, name) for name in (VALUES_INPUT, OFFSETS_INPUT))
-            batched = values is not None and values.ndim == 2
-            if batched and values.shape[0] == 1 and offsets is not None and offsets.ndim == 2 and offsets.shape[0] == 1:
-                values, offsets = values[0], offsets[0]
             problem = request_problem(values, offsets)
             if problem:
                 responses[position] = _error(problem)
-            else:
-                sound.append((position, values, offsets, batched))
+            else:  # sound: 1-D, or one batch row, which the answer keeps
+                sound.append((position, values.reshape(-1), offsets.reshape(-1), values.ndim == 2))
         if sound:
             for position, response in zip((s[0] for s in sound), self._answer([s[1:] for s in sound])):
                 responses[position] = response
