@@ -251,6 +251,46 @@ examples:
     seed: int = option("seed of the record shuffle (default 0)", 0)
 
 
+def quantile_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+@dataclass
+class CutArgs:
+    name: ClassVar[str] = "cut"
+    summary: ClassVar[str] = "keep the interactions before a point in time: an earlier day of the same data"
+    description: ClassVar[str] = """\
+Write INPUT as it was before a cut-off time, in the layout `t4r-app preprocess` reads:
+the daily update rehearsed on one log (day 1 = the cut, day 2 = INPUT).
+
+  OUTPUT/recommendation/dataset/data-*.tfrecord     each record's interactions before the cut-off
+  OUTPUT/recommendation/movie_title_by_index.json   titles of the movies watched before it
+  OUTPUT/cut_stats.json                             counts that reconcile
+
+A session that spans the cut-off is cut inside it; a record left empty is dropped and
+counted. A movie first watched after the cut-off is left out of the titles too: it was
+not in that day's catalogue, and `preprocess --vocabulary-from` then counts it as new."""
+    epilog: ClassVar[str] = """\
+examples:
+  t4r-app cut --input data/ml-100k/raw/recommandation.zip --output data/ml-100k/day1 --before-quantile 0.9
+  t4r-app cut --input recommandation.zip --output day1 --before 1700000000"""
+    input: str = option("recommandation.zip, a dataset folder, or a glob (as preprocess reads)")
+    output: Path = option("folder to write the cut into", metavar="DIR")
+    before: int | None = option("keep interactions with a timestamp before this Unix time", None, metavar="SECONDS",
+                                one_of="cutoff")
+    before_quantile: float | None = option(
+        "keep interactions before this quantile of all timestamps (0.9: the first 90%% of the log in time)",
+        None, parse=quantile_value, metavar="Q", one_of="cutoff",
+    )
+    skip_bad_records: bool = option("drop and count malformed records instead of stopping at the first", False)
+
+
 @dataclass(kw_only=True)
 class PreprocessArgs(ConfigOptions):
     name: ClassVar[str] = "preprocess"
@@ -465,6 +505,6 @@ class TuneArgs(ConfigOptions):
 
 
 COMMANDS: tuple[type, ...] = (
-    GenerateArgs, ImportArgs, PreprocessArgs, TrainArgs, EvaluateArgs, PredictArgs, RecommendArgs, ExportArgs,
+    GenerateArgs, ImportArgs, CutArgs, PreprocessArgs, TrainArgs, EvaluateArgs, PredictArgs, RecommendArgs, ExportArgs,
     ServeArgs, TuneArgs, PipelineArgs,
 )

@@ -14,6 +14,7 @@ from t4r_app.arguments import (
     EvaluateArgs,
     ExportArgs,
     GenerateArgs,
+    CutArgs,
     ImportArgs,
     PipelineArgs,
     PredictArgs,
@@ -73,6 +74,17 @@ def _cmd_import(args: ImportArgs) -> int:
     stats = import_log(input_path, args.output, format_name, args.session_gap, args.shards, args.seed)
     print(format_summary(stats))
     print(f"counts in {Path(args.output) / STATS_FILE}; next: t4r-app preprocess --input {stats.zip} --output DATA_DIR")
+    return 0
+
+
+def _cmd_cut(args: CutArgs) -> int:
+    from t4r_app.data.time_cut import STATS_FILE, cut_before, format_summary, timestamp_quantile
+
+    on_bad_record = "skip" if args.skip_bad_records else "fail"
+    cutoff = args.before if args.before is not None else timestamp_quantile(args.input, args.before_quantile, on_bad_record)
+    stats = cut_before(args.input, args.output, cutoff, args.before_quantile, on_bad_record)
+    print(format_summary(stats))
+    print(f"counts in {Path(args.output) / STATS_FILE}; next: t4r-app preprocess --input {args.output} --output DATA_DIR")
     return 0
 
 
@@ -382,6 +394,7 @@ def _cmd_pipeline(args: PipelineArgs) -> int:
 HANDLERS: dict[str, Callable[[Any], int]] = {
     "generate": _cmd_generate,
     "import": _cmd_import,
+    "cut": _cmd_cut,
     "preprocess": _cmd_preprocess,
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,

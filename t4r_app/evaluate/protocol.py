@@ -197,14 +197,19 @@ def history_buckets(known: ItemSequences) -> dict[str, np.ndarray]:
     }
 
 
-def target_slices(targets: np.ndarray, training_counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean row masks: ``rare`` targets (least-watched RARE_SHARE of trained movies) and ``cold`` ones (never trained)."""
+def target_slices(targets: np.ndarray, training_counts: np.ndarray, new_movies: int = 0) -> dict[str, np.ndarray]:
+    """Boolean row masks: ``rare`` targets (least-watched RARE_SHARE of trained movies), ``cold`` ones
+    (never trained) and, when the data was preprocessed ``--vocabulary-from`` an older DATA_DIR, ``new``
+    ones: the ``new_movies`` movies it did not know, which hold the last movie ids."""
     movies = movie_ids(len(training_counts))
     trained = movies[training_counts[movies] > 0]
     # By count, then id: exactly RARE_SHARE of the trained movies, however many share a count.
     by_count = trained[np.lexsort((trained, training_counts[trained]))]
     rare = by_count[: int(round(RARE_SHARE * len(trained)))]
-    return {"rare": np.isin(targets, rare), "cold": training_counts[targets] == 0}
+    slices = {"rare": np.isin(targets, rare), "cold": training_counts[targets] == 0}
+    if new_movies:
+        slices["new"] = np.isin(targets, movies[-new_movies:])
+    return slices
 
 
 def slice_metrics(
@@ -240,6 +245,7 @@ def evaluate_results(
     from tqdm.auto import tqdm
 
     from t4r_app.data.item_sequences import REPEAT_SHARE_THRESHOLD, read_split, repeat_stats
+    from t4r_app.data.preprocess_stats import load_preprocess_stats
     from t4r_app.data.split_views import known_histories, training_histories, withheld_movies
     from t4r_app.data.title_vectors import load_title_vectors
     from t4r_app.evaluate.baselines import Markov, MostPopular, RepeatRecent, TitlePopularity, item_counts, repeat_baseline_note
@@ -258,6 +264,7 @@ def evaluate_results(
     settings, seed = run.config.evaluate, run.config.seed
     # NDCG@10 is always reported: the comparison and the verdicts read it.
     top_ks = sorted(set(settings.top_ks) | {COMPARED_K})
+    new_movies = load_preprocess_stats(data_dir).items_new or 0
     history = training_histories(data_dir, withheld_movies(data_dir, run.config.train.withhold_movies, seed))
     popularity = item_counts(history, vocabulary)
     cold = np.zeros(vocabulary, dtype=bool)
@@ -288,7 +295,7 @@ def evaluate_results(
                     raise NonFiniteScores(f"{run_dir}: {error}") from None
                 bar.update()
             results[split] = _split_results(
-                ranks, target_slices(eval_set.targets, popularity), top_ks, seed, history_buckets(eval_set.known)
+                ranks, target_slices(eval_set.targets, popularity, new_movies), top_ks, seed, history_buckets(eval_set.known)
             )
     return EvaluationResults(
         results,
@@ -302,6 +309,8 @@ def evaluate_results(
             slices={
                 "rare": f"targets among the least-watched {RARE_SHARE:.0%} of trained movies",
                 "cold": f"targets without training interactions; {AMONG_COLD}: ranked among the {int(cold.sum())} such movies",
+                **({"new": f"targets among the {new_movies:,} movies new since the vocabulary this data kept (--vocabulary-from)"}
+                   if new_movies else {}),
             },
             data_dir=str(data_dir),
             unseen_leaves_out=UNSEEN_LEAVES_OUT,

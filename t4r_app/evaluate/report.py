@@ -17,7 +17,11 @@ SCORER_LABELS = {
     "title_popularity": "popularity by similar titles",
     "repeat_recent": "watched most and most recently, then Markov",
 }
-SLICE_TITLES = {"rare": "rare targets (least-watched 20% of trained movies)", "cold": "cold targets (no training interactions)"}
+SLICE_TITLES = {
+    "rare": "rare targets (least-watched 20% of trained movies)",
+    "cold": "cold targets (no training interactions)",
+    "new": "new movies (since the kept vocabulary)",
+}
 SPLIT_TITLES = {"valid": "validation", "test": "test"}
 # How each ranking is named in tables and in the verdict sentences.
 RANKINGS = {"full": "over all movies", "full_unseen": "with the user's watched movies left out"}
@@ -84,7 +88,7 @@ def comparison_table(results: EvaluationResults, split: str) -> str:
 
 
 def slices_table(results: EvaluationResults, split: str) -> str:
-    """NDCG@10 and HR@10 of every scorer on the rare and the cold targets; empty when there are none."""
+    """NDCG@10 and HR@10 of every scorer on the rare, cold and new targets; empty when there are none."""
     cells_of = [(protocol, column) for protocol in RANKINGS for column in (_ndcg(PLOTTED_K), _hr(PLOTTED_K))]
     cells_of.append((AMONG_COLD, _hr(PLOTTED_K)))
     rows = []

@@ -5,7 +5,7 @@ eval.json::
     {split: {"model": {protocol: metrics},
              "baselines": {name: {protocol: metrics}},
              "comparison": {baseline: {protocol: {"ndcg@10_difference", "ci95", "resamples"}}},
-             "slices": {"rare" | "cold": {"rows": n, scorer: {protocol: metrics}}},
+             "slices": {"rare" | "cold" | "new": {"rows": n, scorer: {protocol: metrics}}},
              "by_history": {"1" | "2-4" | "5-9" | "10-49" | "50+": {"rows": n, scorer: {protocol: metrics}}}},
      "settings": {...}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -13,7 +14,7 @@ from t4r_app.plotting import pyplot
 
 LOG_FILE = "training_log.csv"
 CURVES_FILE = "training_curves.png"
-COLUMNS = ["epoch", "step", "train_loss", "learning_rate", "valid_loss", "valid_ndcg@10", "valid_hr@10"]
+COLUMNS = ["epoch", "step", "train_loss", "learning_rate", "valid_loss", "valid_ndcg@10", "valid_hr@10", "elapsed_s"]
 _SOURCES = {
     "train_loss": "loss",
     "learning_rate": "learning_rate",
@@ -21,13 +22,15 @@ _SOURCES = {
     "valid_ndcg@10": MONITOR_METRIC,
     "valid_hr@10": trainer_metric("recall"),
 }
+ELAPSED = "elapsed_s"  # seconds of training when the entry was logged (TrainingLog adds it)
+_SOURCES[ELAPSED] = ELAPSED
 
 
 def history_rows(log_history: list[dict]) -> list[dict]:
     """One row per logged step, joining the training-loss and validation entries of that step."""
     rows: dict[int, dict] = {}
     for entry in log_history:
-        if "step" not in entry or not any(source in entry for source in _SOURCES.values()):
+        if "step" not in entry or not any(source in entry for source in _SOURCES.values() if source != ELAPSED):
             continue
         row = rows.setdefault(entry["step"], {column: "" for column in COLUMNS})
         row["step"] = entry["step"]
@@ -65,12 +68,24 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 class TrainingLog(TrainerCallback):
-    """Keeps RUN_DIR/training_log.csv current after every log, and plots the curves at the end."""
+    """Keeps RUN_DIR/training_log.csv current after every log, and plots the curves at the end.
+
+    Each logged entry gets the seconds of training so far (``elapsed_s``), written into the
+    Trainer's history itself so that checkpoints keep it: a resumed run counts on from there.
+    The time to reach a validation score is read from this column (the warm-start benchmark).
+    """
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        earlier = [entry[ELAPSED] for entry in state.log_history if ELAPSED in entry]
+        self.started = time.perf_counter() - (earlier[-1] if earlier else 0.0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history:
+            state.log_history[-1][ELAPSED] = round(time.perf_counter() - self.started, 2)
         write_log(history_rows(state.log_history), self.run_dir / LOG_FILE)
 
     def on_train_end(self, args, state, control, **kwargs):
