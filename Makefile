@@ -23,7 +23,7 @@ METRICS_PORT ?= 8002
 OVERRIDES ?=
 NPROC ?= 1
 
-.PHONY: setup demo ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-switch bench-predict bench-quality bench-quality-levers fuzz clean help
+.PHONY: setup demo update-demo bench-update ml100k test test-fast preprocess train evaluate predict tune export serve bench bench-etl bench-train bench-serve bench-load bench-switch bench-predict bench-quality bench-quality-levers fuzz clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,13 @@ demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> exp
 	$(APP) predict --run $(DEMO_DIR)/run --input $(DEMO_DIR)/raw/sample_sessions.jsonl --output $(DEMO_DIR)/run/predictions.jsonl --top-k 5 --show 3
 	$(APP) export --run $(DEMO_DIR)/run --output $(DEMO_DIR)/run/triton --top-k 5
 	$(APP) serve --repository $(DEMO_DIR)/run/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --try-sessions $(DEMO_DIR)/raw/sample_sessions.jsonl
+
+update-demo: $(SETUP)  ## the daily update on MovieLens-100K cut by time: day 1 trained and served, day 2 warm-started and switched into the running server (about 10 min; examples/daily_update.sh)
+	APP="$(APP)" PYTHON="$(VENV_PYTHON)" HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) METRICS_PORT=$(METRICS_PORT) \
+		examples/daily_update.sh
+
+bench-update: $(SETUP)  ## MovieLens-100K cut by time: warm start vs from scratch on day 2, 3 seeds (time to the scratch validation NDCG@10, new movies, before/after) -> bench/results/update.json (about an hour)
+	$(VENV_PYTHON) -m bench.bench_update
 
 ml100k: $(SETUP)  ## fetch MovieLens-100K (RecBole's wheel on PyPI) and import it into data/ml-100k/raw/
 	$(APP) import --movielens-100k --output data/ml-100k/raw
@@ -84,7 +91,7 @@ export: $(SETUP)  ## RUN_DIR=... REPOSITORY=RUN_DIR/triton TARGET=cpu: Triton en
 serve: $(SETUP)  ## REPOSITORY=... HTTP_PORT=8000 GRPC_PORT=8001 METRICS_PORT=8002: tritonserver until Ctrl-C
 	$(APP) serve --repository $(REPOSITORY) --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
-bench: bench-etl bench-train bench-serve bench-load bench-predict bench-quality  ## all benchmarks (JSON under bench/results/)
+bench: bench-etl bench-train bench-serve bench-load bench-predict bench-update bench-quality  ## all benchmarks (JSON under bench/results/)
 
 bench-etl: $(SETUP)  ## ETL throughput at 1M and 10M interactions -> bench/results/etl.json
 	$(VENV_PYTHON) -m bench.bench_etl --output bench/results/etl.json

@@ -138,7 +138,7 @@ def main() -> None:
         else:
             train(day2, run_dir, seed, *WARM_OVERRIDES, *args.extra, "--init-from", str(runs / f"day1-seed{seed}"))
         result = run_values(run_dir)
-        from t4r_app.evaluate.update_check import compare_update
+        from t4r_app.serve.update_check import compare_update
 
         result["update"] = asdict(compare_update(runs / f"day1-seed{seed}", run_dir, day1, day2))
         with lock:

@@ -387,6 +387,13 @@ class EvaluateArgs:
     )
     run: Path = option("RUN_DIR written by `t4r-app train`")
     data: Path | None = option("DATA_DIR to evaluate on (default: the one the run was trained on)", None)
+    against: Path | None = option(
+        "also compare with an earlier RUN_DIR (the model being served, before a daily update): both answer the "
+        "test sessions of the users who came back since its data, as `predict` would; HR@10 and NDCG@10 side by side, "
+        "and on the targets that are new movies",
+        None,
+        metavar="OLD_RUN_DIR",
+    )
     quiet: bool = option(QUIET_HELP, False)
 
 

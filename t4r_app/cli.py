@@ -162,6 +162,13 @@ def _cmd_evaluate(args: EvaluateArgs) -> int:
     from t4r_app.evaluate.protocol import evaluate_run
 
     _print_evaluation(evaluate_run(args.run, data_dir=args.data, progress=not args.quiet), args.run)
+    if args.against:
+        from t4r_app.serve.update_check import compare_update, format_update_quality
+        from t4r_app.model.saved_run import read_run_info
+
+        new_data = args.data or read_run_info(args.run).data_dir
+        print(f"\nagainst {args.against} (before the update):")
+        print(format_update_quality(compare_update(args.against, args.run, read_run_info(args.against).data_dir, new_data)))
     return 0
 
 

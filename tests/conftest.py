@@ -150,3 +150,38 @@ def demo_run(tmp_path_factory) -> Path:
     config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml")
     spec = GenerationSpec(users=3000, movies=500, seed=7)
     return run_pipeline(config, root / "raw", root / "data", root / "run", generate=spec, evaluate=False, progress=False).run_dir
+
+
+# ---------------------------------------------------------------- the daily update's second day
+
+NEW_MOVIES = [1000, 1001, 1002]
+
+
+@pytest.fixture(scope="session")
+def day2_raw(tiny_data, tmp_path_factory):
+    """tiny_data's records plus a day of 60 new users who watch three new movies, most of all 1000; each
+    user's test target is the new movie 1001."""
+    raw = tmp_path_factory.mktemp("day2") / "raw"
+    shutil.copytree(tiny_data.parent / "raw", raw)
+    records = [session(5000 + user, [1000, 1001, 1000, 1002, 1000, 1001], [10**9 + i for i in range(6)]) for user in range(60)]
+    write_shard(raw / "recommendation" / "dataset" / "data-4.tfrecord", records)
+    titles_path = raw / "recommendation" / "movie_title_by_index.json"
+    titles = json.loads(titles_path.read_text())
+    titles.update({str(movie): f"A New Movie {movie} (2026)" for movie in NEW_MOVIES})
+    titles_path.write_text(json.dumps(titles))
+    return raw
+
+
+@pytest.fixture(scope="session")
+def day2_data(day2_raw, tiny_data, tmp_path_factory):
+    return preprocess(load_config(None, ["max_seq_length=20"]), str(day2_raw), tmp_path_factory.mktemp("day2") / "data",
+                      vocabulary_from=tiny_data).output_dir
+
+
+@pytest.fixture(scope="session")
+def day2_run(tiny_run, day2_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("day2") / "run"
+    from t4r_app.train.trainer import train
+
+    train(tiny_config("train.epochs=6"), day2_data, run_dir, progress=False, init_from=tiny_run)
+    return run_dir

@@ -179,6 +179,38 @@ def test_a_new_version_killed_midway_leaves_the_served_one_whole(tiny_run, tmp_p
     assert add_version(tiny_run, repository) == 2 and not list(tmp_path.glob(".repo.next-*"))
 
 
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_update_killed_in_preprocess_or_train_leaves_yesterdays_data_and_run_whole(raw, tmp_path):
+    from t4r_app.config import load_config
+    from t4r_app.data.preprocess import preprocess
+
+    day1, old_run, day2, new_run = tmp_path / "day1", tmp_path / "run1", tmp_path / "day2", tmp_path / "run2"
+    run(raw, day1, *SETTINGS)
+    train(tiny_config("train.epochs=1"), day1, old_run, progress=False)
+    data_before, run_before = _tree_digest(day1), _tree_digest(old_run)
+
+    process = _start("preprocess", "--input", str(raw), "--output", str(day2), "--vocabulary-from", str(day1), *SETTINGS)
+    _kill_when(process, lambda: (day2 / "categories").is_dir())  # the new vocabulary is being fitted
+    assert _tree_digest(day1) == data_before
+    preprocess(load_config(None, SETTINGS), str(raw), day2, vocabulary_from=day1)
+
+    process = _start("train", "--data", str(day2), "--output", str(new_run), "--init-from", str(old_run), "--quiet",
+                     *TINY_MODEL, "train.epochs=3")
+    _kill_when(process, lambda: any((new_run / "checkpoints").glob("checkpoint-*")))  # warm-started and training
+    assert _tree_digest(old_run) == run_before
+    load_run(old_run)
+
+    # In place, a kill would leave neither day: refused before anything is written.
+    with pytest.raises(PreprocessError, match="is the --output folder"):
+        preprocess(load_config(None, SETTINGS), str(raw), day1, vocabulary_from=day1)
+    with pytest.raises(TrainingError, match="is the --output run"):
+        train(tiny_config("train.epochs=1"), day2, old_run, progress=False, init_from=old_run)
+    assert _tree_digest(day1) == data_before and _tree_digest(old_run) == run_before
+
+
 def test_import_killed_midway_is_refused_by_preprocess(tmp_path):
     from t4r_app.data.sources import IMPORT_INCOMPLETE, InputError
 

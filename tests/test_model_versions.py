@@ -107,3 +107,22 @@ def _in_process(run_dir, sessions, exclude_seen):
     from t4r_app.serve.recommender import Recommender
 
     return Recommender(load_run(run_dir)).recommend(sessions, top_k=TOP_K, exclude_seen=exclude_seen)
+
+
+def test_new_movies_are_answered_with_their_titles_right_after_the_switch(tiny_run, day2_run, tmp_path):
+    from conftest import NEW_MOVIES
+
+    repository = export_run(tiny_run, tmp_path / "repo", target="cpu", top_k=TOP_K, exclude_seen=False)
+    session = [1000, 1001, 1000, 1002, 1000]  # the day-2 users' favourites, unknown to day 1
+    with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as server:
+        client = TritonRecommender(server.http_url, None, "http")  # one long-lived client: its catalogue is day 1's
+        before = client.recommend([session], top_k=TOP_K)[0]
+        assert set(before.unknown_movies) == set(NEW_MOVIES) and not set(before.movies) & set(NEW_MOVIES)
+        assert main(["export", "--run", str(day2_run), "--into", str(repository), "--server", server.http_url]) == 0
+        after = client.recommend([session], top_k=TOP_K)[0]
+        client.close()
+    expected = _in_process(day2_run, [session], exclude_seen=False)[0]
+    assert set(expected.movies) & set(NEW_MOVIES)  # the updated model recommends new movies...
+    assert after.movies == expected.movies  # ...and the server answers as it does in process,
+    assert after.titles == expected.titles and after.unknown_movies == []  # named by the catalogue asked again
+    assert any(title.startswith("A New Movie") for title in after.titles)

@@ -28,6 +28,8 @@ def test_run_writes_its_files_and_the_loss_falls(tiny_run):
     losses = [float(r["train_loss"]) for r in rows if r["train_loss"]]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert all(r["valid_ndcg@10"] for r in rows)  # validated every epoch
+    elapsed = [float(r["elapsed_s"]) for r in rows]  # seconds of training when each row was logged
+    assert elapsed == sorted(elapsed) and 0 < elapsed[-1] <= json.loads((tiny_run / "metrics.json").read_text())["train_seconds"]
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     best = max(float(r["valid_ndcg@10"]) for r in rows)

@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import pytest
 import torch
-from conftest import session, tiny_config, write_shard
+from conftest import NEW_MOVIES, tiny_config
 
 from t4r_app.config import load_config
+from t4r_app.data.item_sequences import read_split
 from t4r_app.data.preprocess import preprocess
+from t4r_app.evaluate.protocol import evaluate_results
 from t4r_app.errors import TrainingError
 from t4r_app.model.architecture import build_model, item_schema, vocabulary_size
 from t4r_app.model.saved_run import load_run, load_schema, read_run_info
 from t4r_app.model.warm_start import warm_start
+from t4r_app.serve.update_check import compare_update
 from t4r_app.train.trainer import train
 
-NEW_MOVIES = [1000, 1001, 1002]
 TABLE = "heads.0.prediction_task_dict.next-item.item_embedding_table.weight"
-
-
-@pytest.fixture(scope="module")
-def day2_raw(tiny_data, tmp_path_factory):
-    """tiny_data's records plus a day of sessions that watch three new movies, most of all 1000."""
-    raw = tmp_path_factory.mktemp("day2") / "raw"
-    shutil.copytree(tiny_data.parent / "raw", raw)
-    records = [session(5000 + user, [1000, 1001, 1000, 1002, 1000, 3], [10**9 + i for i in range(6)]) for user in range(60)]
-    write_shard(raw / "recommendation" / "dataset" / "data-4.tfrecord", records)
-    titles_path = raw / "recommendation" / "movie_title_by_index.json"
-    titles = json.loads(titles_path.read_text())
-    titles.update({str(movie): f"A New Movie {movie} (2026)" for movie in NEW_MOVIES})
-    titles_path.write_text(json.dumps(titles))
-    return raw
-
-
-@pytest.fixture(scope="module")
-def day2_data(day2_raw, tiny_data, tmp_path_factory):
-    return preprocess(load_config(None, ["max_seq_length=20"]), str(day2_raw), tmp_path_factory.mktemp("day2") / "data",
-                      vocabulary_from=tiny_data).output_dir
 
 
 def test_the_old_weights_keep_their_ids_and_new_movies_start_at_the_mean(tiny_run, tiny_data, day2_data):
@@ -58,10 +38,8 @@ def test_the_old_weights_keep_their_ids_and_new_movies_start_at_the_mean(tiny_ru
             assert torch.equal(model.state_dict()[name], value), name
 
 
-def test_train_init_from_records_its_parent_and_refuses_what_does_not_fit(tiny_run, day2_raw, day2_data, tmp_path):
-    run_dir = tmp_path / "day2-run"
-    train(tiny_config("train.epochs=1"), day2_data, run_dir, progress=False, init_from=tiny_run)
-    assert read_run_info(run_dir).parent_run == str(tiny_run.resolve())
+def test_train_init_from_records_its_parent_and_refuses_what_does_not_fit(tiny_run, day2_raw, day2_data, day2_run, tmp_path):
+    assert read_run_info(day2_run).parent_run == str(tiny_run.resolve())
     with pytest.raises(TrainingError, match=r"model.d_model: 32 there, 48 here"):
         train(tiny_config("train.epochs=1", "model.d_model=48"), day2_data, tmp_path / "wider", progress=False,
               init_from=tiny_run)
@@ -69,3 +47,18 @@ def test_train_init_from_records_its_parent_and_refuses_what_does_not_fit(tiny_r
     refit = preprocess(load_config(None, ["max_seq_length=20"]), str(day2_raw), tmp_path / "refit").output_dir
     with pytest.raises(TrainingError, match="--vocabulary-from"):
         train(tiny_config("train.epochs=1"), refit, tmp_path / "refit-run", progress=False, init_from=tiny_run)
+
+
+def test_an_update_is_judged_on_the_users_who_came_back_and_on_its_new_movies(tiny_run, tiny_data, day2_data, day2_run):
+    quality = compare_update(tiny_run, day2_run, tiny_data, day2_data)
+    # Only the 60 new users' test rows are new; each one's target is the new movie 1001, which
+    # the served (old) model cannot name.
+    assert (quality.newest_rows, quality.new_movie_targets) == (60, 60)
+    assert quality.test_rows == 60 + len(read_split(tiny_data, "test").users)
+    assert quality.old_hr_new_movies == 0.0 and quality.old_hr == 0.0
+    assert 0.0 <= quality.new_ndcg <= quality.new_hr <= 1.0
+    # evaluate reports those targets as a slice of their own, for the model and every baseline.
+    results = evaluate_results(day2_run, splits=("test",), progress=False)
+    new = results.splits["test"].slices["new"]
+    assert new.rows == 60 and {"model", "most_popular", "markov"} <= set(new.scorers)
+    assert "new" not in evaluate_results(tiny_run, splits=("test",), progress=False).splits["test"].slices

@@ -244,7 +244,12 @@ def preprocess(
     # Workers of a running cluster write the outputs (Categorify's vocabulary among them) from
     # their own working directory: a relative path would land there, not under the client's.
     output = Path(output_dir).absolute()
-    previous = read_previous_vocabulary(vocabulary_from) if vocabulary_from else None  # before the clearing below
+    if vocabulary_from and Path(vocabulary_from).absolute() == output:
+        raise PreprocessError(
+            f"--vocabulary-from {vocabulary_from} is the --output folder: write the new data beside the old one, so that "
+            "a preprocess that fails or is killed midway leaves the old data whole"
+        )
+    previous = read_previous_vocabulary(vocabulary_from) if vocabulary_from else None
     output.mkdir(parents=True, exist_ok=True)
     _clear_outputs(output)
     save_config(config, output / "config.yaml")

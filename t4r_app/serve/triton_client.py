@@ -3,7 +3,8 @@
 The server returns raw movie ids and scores; titles, unknown ids and the popularity fallback
 are filled in here, so ``predict --server`` and ``recommend --server`` print exactly what their
 in-process forms print. The movies and titles come from the run when one is given, else from
-the server's ``movie_catalogue`` model (asked once; exports from before it kept them in the
+the server's ``movie_catalogue`` model (asked once, and again when an answer names a movie it
+lacks, as after a switch to a version with new movies; exports from before it kept them in the
 ensemble's config, which is read then). Whether seen movies are left
 out is the served ensemble's rule (fixed at export, read from the same config).
 
@@ -84,6 +85,7 @@ class TritonRecommender:
         self._parameters: dict | None = None
         self._shapes: dict[str, list[int]] | None = None
         self._catalogue = None if run_dir is None else _run_catalogue(run_dir)
+        self._catalogue_served = run_dir is None  # asked of the server, so it may go stale after a version switch
 
     def close(self) -> None:
         self.client.close()
@@ -106,6 +108,16 @@ class TritonRecommender:
     def catalogue_note(self) -> str:
         """What the answers lack (titles, unknown ids) and how to get it; "" when nothing."""
         return self.catalogue.note
+
+    def _current_catalogue(self, answered: np.ndarray) -> MovieCatalogue:
+        """The cached catalogue, asked again once when the server answered a movie it lacks: a new
+        model version with new movies was switched to since it was read (``export --into``). A
+        movie the server does not know never triggers this: only answers do."""
+        catalogue = self.catalogue
+        if self._catalogue_served and catalogue.known is not None and not catalogue.known.issuperset(answered.tolist()):
+            self._catalogue = None
+            catalogue = self.catalogue
+        return catalogue
 
     def _ask(self, request):
         try:
@@ -190,7 +202,7 @@ class TritonRecommender:
         movies, scores = self.infer(sessions)
         if top_k > movies.shape[1]:
             raise ServerError(f"the server answers the top {movies.shape[1]}; export again with --top-k {top_k} for more")
-        catalogue = self.catalogue
+        catalogue = self._current_catalogue(movies[movies != NO_MOVIE])
         results = []
         for index, session in enumerate(sessions):
             known, unknown = split_session(session, catalogue.known)

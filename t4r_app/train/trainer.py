@@ -264,6 +264,11 @@ def train(
 
     ``init_from``: an earlier RUN_DIR whose weights the model starts from (``model.warm_start``)."""
     data_dir, run_dir = Path(data_dir).resolve(), Path(run_dir)
+    if init_from and Path(init_from).resolve() == run_dir.resolve():
+        raise TrainingError(
+            f"--init-from {init_from} is the --output run: train the new model into another RUN_DIR, so that a run "
+            "that fails or is killed midway leaves the old one whole"
+        )
     _check_data(data_dir)
     last_checkpoint = _prepare_run_dir(run_dir, resume)
     main_process = distributed.is_main_process()

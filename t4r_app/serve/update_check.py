@@ -1,6 +1,6 @@
 """Before and after a daily update: the served model and its successor on the newest sessions.
 
-``evaluate`` scores one run on the data it was trained on. After an update the question is
+``evaluate`` scores one run on the data it was trained on (``evaluate --against`` calls this too). After an update the question is
 another one: on the users who came back since the old data, does the new model answer
 better than the one being served? Both models answer the same raw sessions through
 ``Recommender`` (as ``predict`` and the server do), so the old model meets the new movies as
@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from t4r_app.data.item_sequences import read_split
-from t4r_app.evaluate.metrics import ndcg_per_row
 from t4r_app.model.saved_run import ITEM_MAPPING
 
 CHUNK = 512  # sessions answered at a time
@@ -86,9 +85,9 @@ def compare_update(old_run: str | Path, new_run: str | Path, old_data: str | Pat
         values = ranks[name] if rows is None else ranks[name][rows]
         return round(float((values > 0).mean()), 4) if len(values) else 0.0
 
-    def ndcg(name: str) -> float:
-        values = ranks[name]
-        return round(float(np.where(values > 0, ndcg_per_row(np.maximum(values, 1), k), 0.0).mean()), 4) if len(values) else 0.0
+    def ndcg(name: str) -> float:  # one target: 1 / log2(rank + 1) in the top k, else 0
+        values = ranks[name].astype(np.float64)
+        return round(float(np.where(values > 0, 1.0 / np.log2(values + 1.0), 0.0).mean()), 4) if len(values) else 0.0
 
     return UpdateQuality(
         k=k,
