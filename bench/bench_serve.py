@@ -142,7 +142,7 @@ def breakdown(repository: Path, sessions: list[list[int]], device: str) -> dict:
     ensemble = load_exported(repository, device=device)
     ops = {type(node.op): node.op for node in postorder_iter_nodes(ensemble.graph.output_node, flatten_subgraphs=True)}
     encode, predict = ops[EncodeMovies], ops[PredictTopK]
-    ranker = TopKRanker(predict._logits, predict.max_length, predict.popularity, predict.scorable)
+    ranker = TopKRanker(predict._logits, predict.session_length, predict.popularity, predict.scorable)
     result = {}
     for size in (1, BIG_REQUEST):
         requests = requests_of(sessions, size)[: 300 if size == 1 else 40]
@@ -150,7 +150,7 @@ def breakdown(repository: Path, sessions: list[list[int]], device: str) -> dict:
         tables = [TensorTable(dict(zip((VALUES_INPUT, OFFSETS_INPUT), encode_request(request)))) for request in requests]
         encoded = [encode.transform(None, table) for table in tables]
         items = [_sessions(table) for table in encoded]
-        padded = [ItemSequences.from_lists(rows).padded(0, len(rows), predict.max_length - 1) for rows in items]
+        padded = [ItemSequences.from_lists(rows).padded(0, len(rows), predict.session_length) for rows in items]
         steps = {
             "graph_ms": lambda i: ensemble.transform(tables[i], runtime=TritonExecutorRuntime()),
             "encode_ms": lambda i: encode.transform(None, tables[i]),

@@ -324,9 +324,10 @@ QUIET_HELP = "no progress bars"
 @dataclass(kw_only=True)
 class TrainArgs(ConfigOptions):
     name: ClassVar[str] = "train"
-    summary: ClassVar[str] = "train BERT4Rec on preprocessed data with T4R's Trainer"
+    summary: ClassVar[str] = "train the sequence model (BERT4Rec, or SASRec) on preprocessed data with T4R's Trainer"
     description: ClassVar[str] = (
-        "Train BERT4Rec (masked-item modelling) on DATA_DIR/train, validating on DATA_DIR/valid every "
+        "Train model.architecture (bert4rec: masked-item modelling; sasrec: every next item, left to right) "
+        "on DATA_DIR/train, validating on DATA_DIR/valid every "
         "epoch; stops early when validation NDCG@10 stops improving and keeps the best model. Uses the "
         "GPU when there is one. Writes RUN_DIR/{model/, config.yaml, metrics.json, training_log.csv, "
         "training_curves.png, checkpoints/}. model.title_embeddings=init|feature also reads the movies' "
@@ -433,10 +434,10 @@ class RecommendArgs(ClientOptions):
 @dataclass(kw_only=True)
 class ExportArgs:
     name: ClassVar[str] = "export"
-    summary: ClassVar[str] = "export a run as a Triton ensemble (NVTabular workflow + traced BERT4Rec)"
+    summary: ClassVar[str] = "export a run as a Triton ensemble (NVTabular workflow + the traced model)"
     description: ClassVar[str] = (
         "Writes a Triton model repository with merlin-systems: the serving part of the run's NVTabular "
-        "workflow (raw movie ids in, encoded and truncated sessions out) followed by the BERT4Rec model "
+        "workflow (raw movie ids in, encoded and truncated sessions out) followed by the run's model "
         "traced in eval mode, returning the top-k raw movie ids and their scores. Requests carry "
         "'movieIndices' as merlin ragged inputs (movieIndices__values INT64 [1, movies], movieIndices__offsets "
         "INT32 [1, sessions + 1]), one or many sessions each, and the server merges waiting requests into one pass; "

@@ -277,7 +277,7 @@ def _cmd_export(args: ExportArgs) -> int:
         args.run, args.output, target=args.target, top_k=args.top_k, exclude_seen=args.exclude_seen, instances=args.instances
     )
     info = json.loads((repository / EXPORT_INFO).read_text())
-    print(f"exported the Triton ensemble (workflow + BERT4Rec, top {args.top_k}, target {info['target']}) to {repository}")
+    print(f"exported the Triton ensemble (workflow + traced model, top {args.top_k}, target {info['target']}) to {repository}")
     warning = target_warning(info["target"])
     if warning:
         print(f"t4r-app export: warning: {warning}", file=sys.stderr)

@@ -101,6 +101,10 @@ class DaskConfig:
     memory_limit: str = _field("auto", "Memory limit per LocalCluster worker (e.g. '4GB').")
 
 
+# The masked-item training keys: only BERT4Rec reads them, so validate() refuses them changed for another architecture.
+MASKING_KEYS = ("mask_probability", "masking", "max_predictions", "last_item_mask_share")
+
+
 @dataclass
 class ModelConfig:
     """The sequence model; sizes are the BERT4Rec paper's, training settings those measured on MovieLens-100K."""
@@ -290,6 +294,14 @@ class AppConfig:
             raise ConfigError("set dask.scheduler_address or dask.n_workers, not both")
         if self.model.d_model % self.model.n_heads:
             raise ConfigError(f"model.n_heads ({self.model.n_heads}) must divide model.d_model ({self.model.d_model})")
+        if self.model.architecture != "bert4rec":
+            changed = [f"model.{key}={getattr(self.model, key)!r}" for key in MASKING_KEYS
+                       if getattr(self.model, key) != ModelConfig.__dataclass_fields__[key].default]
+            if changed:
+                raise ConfigError(
+                    f"{', '.join(changed)}: masking applies to model.architecture=bert4rec only; "
+                    f"{self.model.architecture} trains on every next item, so leave these keys at their defaults"
+                )
         if self.model.loss == "gbce" and self.model.negative_sampler != "uniform":
             raise ConfigError("model.loss=gbce assumes uniformly drawn negatives: set model.negative_sampler=uniform")
         if not self.evaluate.top_ks or min(self.evaluate.top_ks) < 1:

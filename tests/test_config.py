@@ -19,6 +19,10 @@ def test_overrides_by_path_and_by_unique_name(tmp_path):
     assert config.preprocess.on_bad_record == "skip" and config.preprocess.max_seq_length == 50
 
 
+def test_sasrec_takes_the_masking_keys_at_their_defaults():
+    assert load_config(None, ["model.architecture=sasrec"]).model.mask_probability == 0.4  # untouched: accepted
+
+
 def test_yaml_file_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("preprocess:\n  max_seq_length: 30\n  sequence_by: record\n")
@@ -36,6 +40,9 @@ def test_yaml_file_then_overrides(tmp_path):
         (["split.valid_quantile=0.95"], "valid_quantile must be below split.test_quantile"),
         (["drop_consecutive_duplicates=3"], "expected true or false"),
         (["max_seq_length"], "must look like key.sub=value"),
+        (["model.architecture=sasrec", "model.mask_probability=0.2", "model.masking=exact"],
+         "model.mask_probability=0.2, model.masking='exact': masking applies to model.architecture=bert4rec only"),
+        (["model.architecture=sasrec", "model.last_item_mask_share=0.5"], "sasrec trains on every next item"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):

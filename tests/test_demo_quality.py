@@ -13,7 +13,7 @@ import pytest
 from t4r_app.data.item_sequences import read_split
 from t4r_app.evaluate.baselines import MostPopular, item_counts
 from t4r_app.evaluate.protocol import EvalSet, evaluate_run, evaluate_scorer, make_eval_set, model_scorer
-from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.model.architecture import vocabulary_size
 from t4r_app.model.saved_run import load_run
 
 pytestmark = pytest.mark.slow  # demo_run trains the demo configuration: minutes
@@ -36,7 +36,7 @@ def test_shuffled_targets_score_like_popularity(demo_run):
     train = read_split(data_dir, "train").items
     vocabulary = vocabulary_size(run.schema)
     eval_set = make_eval_set("test", read_split(data_dir, "test").items, item_counts(train, vocabulary), 20, 0)
-    score = model_scorer(run.model, max_sequence_length(run.schema))
+    score = model_scorer(run.model, run.session_length)
     true = evaluate_scorer(score, eval_set, [10]).full
     shuffled = EvalSet(
         "shuffled", eval_set.inputs, np.random.default_rng(0).permutation(eval_set.targets), eval_set.negatives, eval_set.known

@@ -47,7 +47,7 @@ TRAINER_PREFIX = MONITOR_METRIC.rsplit("/", 1)[0]
 
 
 def _model_scores(run, sessions: ItemSequences) -> np.ndarray:
-    score = model_scorer(run.model, max_sequence_length(run.schema))
+    score = model_scorer(run.model, run.session_length)
     return np.concatenate([score(sessions, slice(s, s + 256)) for s in range(0, len(sessions), 256)])
 
 
@@ -157,7 +157,7 @@ def test_known_histories_hold_the_whole_past_of_each_user(tiny_data):
 def test_leaving_seen_movies_out_only_lifts_unseen_targets(loaded, tiny_data):
     sequences = read_split(tiny_data, "valid").items
     eval_set = make_eval_set("valid", sequences, np.ones(vocabulary_size(loaded.schema)), 10, seed=0)
-    ranks = scorer_ranks(model_scorer(loaded.model, max_sequence_length(loaded.schema)), eval_set)
+    ranks = scorer_ranks(model_scorer(loaded.model, loaded.session_length), eval_set)
     seen = np.array([target in eval_set.inputs.row(i) for i, target in enumerate(eval_set.targets)])
     assert seen.any() and (~seen).any()  # the synthetic data repeat movies now and then
     assert (ranks["full_unseen"][~seen] <= ranks["full"][~seen]).all()

@@ -20,7 +20,6 @@ from merlin.dag import postorder_iter_nodes
 from t4r_app.cli import main
 from t4r_app.data.item_sequences import read_split
 from t4r_app.errors import ServeError
-from t4r_app.model.architecture import max_sequence_length
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.ensemble_ops import MODEL_FILE, PredictTopK
 from t4r_app.serve.export import EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
@@ -112,8 +111,8 @@ def test_the_carried_run_files_rebuild_the_exported_model(repositories, tiny_run
     artifacts = _artifacts(repositories["gpu"])
     retraced = retrace(artifacts, "cpu")
     saved = torch.jit.load(str(artifacts / MODEL_FILE), map_location="cpu")
-    length = max_sequence_length(load_run(tiny_run, device="cpu").schema)
-    batch = torch.as_tensor(read_split(tiny_data, "test").items.padded(0, 60, length - 1))
+    length = load_run(tiny_run, device="cpu").session_length
+    batch = torch.as_tensor(read_split(tiny_data, "test").items.padded(0, 60, length))
     with torch.no_grad():
         assert np.allclose(retraced(batch).numpy(), saved(batch).numpy(), atol=1e-6)
     with pytest.raises(ServeError, match="exported with --target cpu.*export again with --target gpu"):
@@ -182,3 +181,18 @@ def test_tritonserver_scores_the_gpu_target_on_the_gpu(repositories, tiny_run, s
     for got, want in zip(answers, expected):
         assert got.fallback == want.fallback and got.unknown_movies == want.unknown_movies
         _assert_same_ranking(got.movies, got.scores, want)
+
+
+def test_a_repository_with_the_old_traced_file_name_still_loads(repositories, tiny_run, tiny_data, tmp_path):
+    """Exports from before the neutral name hold bert4rec_traced.pt and no session_length: same answers."""
+    import shutil
+
+    from t4r_app.serve.ensemble_ops import OLD_MODEL_FILE
+
+    old = shutil.copytree(_artifacts(repositories["cpu"]), tmp_path / "artifacts")
+    (old / MODEL_FILE).rename(old / OLD_MODEL_FILE)
+    current, renamed = PredictTopK(), PredictTopK(max_length=load_run(tiny_run).session_length + 1, top_k=TOP_K)
+    current.load_artifacts(str(_artifacts(repositories["cpu"])))
+    renamed.load_artifacts(str(old))
+    batch = read_split(tiny_data, "test").items.padded(0, 30, load_run(tiny_run).session_length)
+    assert renamed.traced_model is not None and np.array_equal(renamed._logits(batch), current._logits(batch))

@@ -15,7 +15,6 @@ from t4r_app.cli import main
 from t4r_app.data.item_sequences import ItemSequences, read_split
 from t4r_app.errors import PredictInputError
 from t4r_app.evaluate.protocol import model_scorer
-from t4r_app.model.architecture import max_sequence_length
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.predict import predict
 from t4r_app.serve.recommender import Recommender, TopKRanker, top_k_order
@@ -61,7 +60,7 @@ def test_round_trip_raw_ids_and_titles(tiny_run, tiny_data, tmp_path):
     item_of = dict(zip(mapping["movie_index"], mapping["item_id"]))
     movie_of = dict(zip(mapping["item_id"], mapping["movie_index"]))
     encoded = ItemSequences.from_lists([[item_of[m] for m in s] for s in sessions])
-    scores = model_scorer(run.model, max_sequence_length(run.schema))(encoded, slice(0, 40))
+    scores = model_scorer(run.model, run.session_length)(encoded, slice(0, 40))
     movies = movie_ids(scores.shape[1])
     best = movies[np.argmax(scores[:, movies], axis=1)]
     assert [line["movieIndices"][0] for line in lines] == [movie_of[i] for i in best]
@@ -143,7 +142,7 @@ def test_the_runs_seen_movie_rule_is_the_default_and_the_flags_override_it(tiny_
 
 def test_leaving_seen_movies_out_never_pads_with_them():
     popularity = np.array([0, 0, 0, 0.4, 0.3, 0.2, 0.1, 0])  # ids 3..6 are movies, 7 is [MASK]
-    scorer = TopKRanker(lambda batch: np.zeros((len(batch), 8)), max_length=4, popularity=popularity)
+    scorer = TopKRanker(lambda batch: np.zeros((len(batch), 8)), session_length=3, popularity=popularity)
     orders, scores, fallback = scorer.top_k([[], [3, 4, 5], [3, 4, 5, 6]], top_k=3, exclude_seen=True)
     assert [o.tolist() for o in orders] == [[3, 4, 5], [6], []]  # fewer left than asked: a shorter answer
     assert fallback.tolist() == [True, False, False] and len(scores[1]) == 1
@@ -154,7 +153,7 @@ def test_leaving_seen_movies_out_never_pads_with_them():
 def test_scores_are_softmax_probabilities_over_the_movies_whatever_is_left_out():
     logits = np.array([[5.0, 5.0, 5.0, 2.0, 1.0, 0.5, 3.0, 9.0]], dtype=np.float32)  # ids 0-2 and 7 are not movies
     popularity = np.array([0, 0, 0, 0.4, 0.3, 0.2, 0.1, 0])
-    ranker = TopKRanker(lambda batch: np.repeat(logits, len(batch), axis=0), max_length=4, popularity=popularity)
+    ranker = TopKRanker(lambda batch: np.repeat(logits, len(batch), axis=0), session_length=3, popularity=popularity)
     movies = logits[0, 3:7].astype(np.float64)
     expected = np.exp(movies) / np.exp(movies).sum()  # over ids 3..6 only
     orders, scores, _ = ranker.top_k([[4], [4]], top_k=4)

@@ -97,13 +97,13 @@ def _assert_same(answers, expected):
 
 def test_traced_model_equals_the_eager_model_for_any_batch(tiny_run, tiny_data):
     run = load_run(tiny_run)
-    length = max_sequence_length(run.schema)
+    length = run.session_length
     run.model.train()  # tracing must put it in eval mode itself (dropout off)
     traced = trace_model(run.model, length)
     assert not run.model.training
     items = read_split(tiny_data, "test").items
     for start, stop in ((0, 1), (3, 10), (0, 100)):
-        batch = items.padded(start, stop, length - 1)
+        batch = items.padded(start, stop, length)
         with torch.no_grad():
             assert np.allclose(traced(torch.as_tensor(batch)).numpy(), next_item_scores(run.model, batch), atol=1e-5)
 
@@ -487,7 +487,7 @@ def _without_the_catalogue(repository):
     return repository
 
 
-def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessions, tmp_path):
+def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, tiny_run, raw_sessions, tmp_path):
     """The causal architecture goes through the same export and server: no [MASK] is appended.
 
     Served from a repository without the catalogue (as exported before it existed), which a
@@ -525,8 +525,10 @@ def test_sasrec_is_served_exactly_as_it_answers_in_process(tiny_data, raw_sessio
     for got, want in zip(answers, expected):
         assert got.movies == want.movies and np.allclose(got.scores, want.scores, atol=1e-4)
     # and the answers are the causal model's own: the last item's state, not a [MASK] position
+    # (the whole window: no position is kept for a [MASK], which BERT4Rec's one less is for)
     run = load_run(run_dir)
-    batch = read_split(tiny_data, "test").items.padded(0, 8, max_sequence_length(run.schema) - 1)
+    assert run.session_length == max_sequence_length(run.schema) == load_run(tiny_run).session_length + 1
+    batch = read_split(tiny_data, "test").items.padded(0, 8, run.session_length)
     with torch.no_grad():
         last_state = run.model({"item_id-list": torch.as_tensor(batch)}, training=False, testing=False)
     assert np.allclose(last_state.numpy(), next_item_scores(run.model, batch), atol=1e-6)

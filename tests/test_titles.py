@@ -183,7 +183,7 @@ def test_off_leaves_titles_only_movies_out_of_the_catalogue(themed_data, tmp_pat
 def test_export_carries_projected_titles_and_triton_answers_like_predict(feature_run, tmp_path):
     repository = export_run(feature_run, tmp_path / "repo", target="cpu", top_k=5)
     run = load_run(feature_run)
-    traced = trace_model(load_run(feature_run).model, WINDOW)
+    traced = trace_model(run.model, run.session_length)
     shapes = [tuple(tensor.shape) for _, tensor in [*traced.named_parameters(), *traced.named_buffers()]]
     assert (len(run.features.trained), run.config.model.d_model) in shapes  # the projected title matrix
     assert not any(384 in shape for shape in shapes)  # no 384-d title vectors, no projection to apply, no encoder

@@ -10,7 +10,7 @@ from t4r_app.config import ModelConfig
 from t4r_app.data.item_sequences import ItemSequences, read_split
 from t4r_app.model.architecture import build_model, item_schema
 from t4r_app.model.head import seen_keys
-from t4r_app.model.inference import next_item_scores
+from t4r_app.model.inference import inference_length, next_item_scores
 from t4r_app.model.saved_run import load_schema
 from t4r_app.data.split_views import training_histories
 from t4r_app.train.windows import WindowDataset, WindowLoader, window_bounds
@@ -133,7 +133,7 @@ def test_evaluates_path_gives_no_score_that_depends_on_the_target(schema, tiny_d
     other = sequences.values.copy()
     other[last] = 3 + (other[last] - 2) % 50  # another movie as every target
     assert (other[last] != sequences.values[last]).all()
-    score = model_scorer(model, 20)
+    score = model_scorer(model, inference_length(ModelConfig(architecture=architecture), 20))
     popularity = np.ones(int(sequences.values.max()) + 2)
     scores = [
         score(make_eval_set("valid", ItemSequences(values, sequences.offsets), popularity, 5, 0).inputs, slice(0, 64))

@@ -59,7 +59,6 @@ COMPARED_PROTOCOLS = ("full", "full_unseen")  # the bootstrap compares the full 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_LEVEL = 0.95
 RARE_SHARE = 0.2
-MODEL_LABELS = {"bert4rec": "BERT4Rec", "sasrec": "SASRec"}  # how reports name the model of each architecture
 
 Scorer = Callable[[ItemSequences, slice], np.ndarray]
 """Scores over item ids for ``sessions`` rows in ``rows``; shape (rows, vocabulary)."""
@@ -222,12 +221,12 @@ def slice_metrics(
     return SliceResults(int(rows.sum()), scorers)
 
 
-def model_scorer(model, max_length: int) -> Scorer:
+def model_scorer(model, session_length: int) -> Scorer:
+    """Scores for each row's known history, its latest ``session_length`` items (``inference_length``)."""
     from t4r_app.model.inference import next_item_scores
 
     def score(sessions: ItemSequences, rows: slice) -> np.ndarray:
-        # Leave room for the [MASK] that inference appends (see model.inference.next_item_scores).
-        return next_item_scores(model, sessions.padded(rows.start, rows.stop, max_length - 1))
+        return next_item_scores(model, sessions.padded(rows.start, rows.stop, session_length))
 
     return score
 
@@ -249,7 +248,7 @@ def evaluate_results(
     from t4r_app.data.split_views import known_histories, training_histories, withheld_movies
     from t4r_app.data.title_vectors import load_title_vectors
     from t4r_app.evaluate.baselines import Markov, MostPopular, RepeatRecent, TitlePopularity, item_counts, repeat_baseline_note
-    from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+    from t4r_app.model.architecture import model_label, vocabulary_size
     from t4r_app.model.saved_run import load_run, load_schema
 
     run = load_run(run_dir)
@@ -270,7 +269,7 @@ def evaluate_results(
     cold = np.zeros(vocabulary, dtype=bool)
     cold[movie_ids(vocabulary)] = popularity[movie_ids(vocabulary)] == 0
     scorers = {
-        "model": model_scorer(run.model, max_sequence_length(run.schema)),
+        "model": model_scorer(run.model, run.session_length),
         MostPopular.name: MostPopular(history, vocabulary).score,
         Markov.name: Markov(history, vocabulary).score,
     }
@@ -315,7 +314,7 @@ def evaluate_results(
             data_dir=str(data_dir),
             unseen_leaves_out=UNSEEN_LEAVES_OUT,
             repeat_baseline=repeat_note,
-            model_label=MODEL_LABELS.get(run.config.model.architecture, run.config.model.architecture),
+            model_label=model_label(run.config.model),
         ),
     )
 

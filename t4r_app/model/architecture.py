@@ -26,6 +26,11 @@ from t4r_app.model.validation_metrics import NDCGAt, RecallAt
 from workflow.columns import ITEM_LIST, PADDING_ID, movie_ids
 
 MONITOR_K = 10  # early stopping and the Trainer's metrics watch NDCG@10
+MODEL_LABELS = {"bert4rec": "BERT4Rec", "sasrec": "SASRec"}  # how reports, logs and plots name each architecture
+
+
+def model_label(model: ModelConfig) -> str:
+    return MODEL_LABELS.get(model.architecture, model.architecture)
 
 
 def trainer_metric(name: str, k: int = MONITOR_K) -> str:

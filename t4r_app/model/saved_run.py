@@ -21,8 +21,9 @@ from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 from t4r_app.atomic import building, leftovers
 from t4r_app.config import AppConfig, load_config
 from t4r_app.errors import RunError
-from t4r_app.model.architecture import build_model, item_schema, trainer_metric
+from t4r_app.model.architecture import build_model, item_schema, max_sequence_length, trainer_metric
 from t4r_app.model.device import default_device
+from t4r_app.model.inference import inference_length
 from t4r_app.model.item_features import FEATURES_FILE, ItemFeatures
 
 CHECKPOINTS = "checkpoints"
@@ -100,6 +101,11 @@ class LoadedRun:
     schema: Schema
     model: torch.nn.Module
     features: ItemFeatures | None = None
+
+    @property
+    def session_length(self) -> int:
+        """How many of a session's latest items the model reads (``model.inference.inference_length``)."""
+        return inference_length(self.config.model, max_sequence_length(self.schema))
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:

@@ -26,7 +26,8 @@ from t4r_app.serve.recommender import TopKRanker
 from workflow.columns import ITEM_LIST, RAW_MOVIE
 
 WORKFLOW_DIR = "serving_workflow"
-MODEL_FILE = "bert4rec_traced.pt"
+MODEL_FILE = "model_traced.pt"
+OLD_MODEL_FILE = "bert4rec_traced.pt"  # what repositories exported before the neutral name hold
 CATALOGUE_FILE = "catalogue.npz"
 
 
@@ -130,7 +131,7 @@ class MovieLookup:
 class PredictTopK(BaseOperator):
     """Encoded sessions (``item_id-list``) in; top-k raw movie ids and scores out.
 
-    The model is the traced BERT4Rec; unknown, empty and long sessions follow the same
+    The model is the run's, traced; unknown, empty and long sessions follow the same
     rules as ``t4r-app predict`` because both go through ``TopKRanker``. ``exclude_seen``
     (baked in at export) leaves each session's own movies out; where that leaves fewer than
     ``top_k`` movies, the row ends in NO_MOVIE ids with score 0.
@@ -142,6 +143,7 @@ class PredictTopK(BaseOperator):
         movie_of_item=None,
         popularity=None,
         max_length: int = 0,
+        session_length: int = 0,
         top_k: int = 10,
         exclude_seen: bool = False,
         scorable=None,
@@ -152,6 +154,7 @@ class PredictTopK(BaseOperator):
         self.popularity = popularity
         self.scorable = scorable
         self.max_length = max_length
+        self.session_length = session_length  # the traced model's width (model.inference_length)
         self.top_k = top_k
         self.exclude_seen = exclude_seen
         self.device = "cpu"  # where traced_model's weights and trace are; set on a GPU instance by use_model
@@ -175,7 +178,9 @@ class PredictTopK(BaseOperator):
 
     def transform(self, col_selector: ColumnSelector, transformable):
         sessions = _sessions(transformable)
-        ranker = TopKRanker(self._logits, self.max_length, self.popularity, getattr(self, "scorable", None))
+        # Ensembles exported before session_length were all traced one short of the window.
+        session_length = getattr(self, "session_length", 0) or self.max_length - 1
+        ranker = TopKRanker(self._logits, session_length, self.popularity, getattr(self, "scorable", None))
         # Ensembles exported before the field existed ranked every movie.
         orders, scores, _ = ranker.top_k(sessions, self.top_k, getattr(self, "exclude_seen", False))
         movies = np.full((len(sessions), self.top_k), NO_MOVIE, dtype=np.int64)
@@ -203,8 +208,10 @@ class PredictTopK(BaseOperator):
         np.savez(Path(artifact_path) / CATALOGUE_FILE, **arrays)
 
     def load_artifacts(self, artifact_path: str | None = None) -> None:
-        if artifact_path and (Path(artifact_path) / MODEL_FILE).is_file():
-            self.traced_model = torch.jit.load(str(Path(artifact_path) / MODEL_FILE), map_location="cpu").eval()
+        traced = next((Path(artifact_path) / name for name in (MODEL_FILE, OLD_MODEL_FILE)
+                       if artifact_path and (Path(artifact_path) / name).is_file()), None)
+        if traced is not None:
+            self.traced_model = torch.jit.load(str(traced), map_location="cpu").eval()
             self.device = "cpu"
             catalogue = np.load(Path(artifact_path) / CATALOGUE_FILE)
             self.movie_of_item, self.popularity = catalogue["movie_of_item"], catalogue["popularity"]

@@ -137,29 +137,29 @@ def serving_workflow(etl_dir: Path) -> nvt.Workflow:
     return workflow
 
 
-def trace_model(model: torch.nn.Module, max_length: int) -> torch.jit.ScriptModule:
+def trace_model(model: torch.nn.Module, session_length: int) -> torch.jit.ScriptModule:
     """Trace ``model`` on the device its weights are on, which the trace then keeps (changed in
     place: title features are baked into a projected matrix first)."""
     model.eval()
     for module in model.modules():
         if isinstance(module, TitledItemEmbedding):
             module.bake()
-    example = torch.zeros((2, max_length - 1), dtype=torch.long, device=model_device(model))
+    example = torch.zeros((2, session_length), dtype=torch.long, device=model_device(model))
     example[:, :3] = torch.tensor([3, 4, 5])
     with torch.no_grad():
         return torch.jit.trace(NextItemLogits(model).eval(), example, strict=False, check_trace=False)
 
 
 def build_ensemble(run: LoadedRun, top_k: int, exclude_seen: bool = False, movies: RunMovies | None = None) -> Ensemble:
-    max_length = max_sequence_length(run.schema)
     movies = read_run_movies(run) if movies is None else movies
     catalogue = ItemCatalogue.from_mapping(movies.mapping, vocabulary_size(run.schema), run_scorable(run))
     workflow = serving_workflow(etl_workflow_dir(run))
     predict = PredictTopK(
-        traced_model=trace_model(run.model, max_length),
+        traced_model=trace_model(run.model, run.session_length),
         movie_of_item=catalogue.movie_of_item,
         popularity=catalogue.popularity,
-        max_length=max_length,
+        max_length=max_sequence_length(run.schema),
+        session_length=run.session_length,
         top_k=top_k,
         exclude_seen=exclude_seen,
         scorable=catalogue.scorable,
@@ -278,7 +278,7 @@ def retrace(artifact_path: str | Path, device: str) -> torch.jit.ScriptModule:
             "whose model runs on the CPU only; export again with --target gpu"
         )
     run = load_run(run_copy, device=device)
-    return trace_model(run.model, max_sequence_length(run.schema))
+    return trace_model(run.model, run.session_length)
 
 
 def place_on_device(ensemble: Ensemble, artifact_path: str | Path, device: str) -> None:

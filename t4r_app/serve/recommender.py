@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from t4r_app.data.item_sequences import ItemSequences
-from t4r_app.model.architecture import max_sequence_length, vocabulary_size
+from t4r_app.model.architecture import vocabulary_size
 from t4r_app.model.inference import next_item_scores
 from t4r_app.model.saved_run import LoadedRun
 from t4r_app.serve.protocol import Recommendation, fallback_for, split_session
@@ -65,13 +65,13 @@ class TopKRanker:
     def __init__(
         self,
         logits: LogitsFunction,
-        max_length: int,
+        session_length: int,
         popularity: np.ndarray,
         scorable: np.ndarray | None = None,
         batch_size: int = 256,
     ):
         self.logits = logits
-        self.max_length = max_length
+        self.session_length = session_length  # the model reads this many latest items (model.inference_length)
         # A movie the model may not score (only in the titles file, without title features)
         # is neither recommended nor read from a session: as if the catalogue did not hold it.
         self.is_movie = np.zeros(len(popularity), dtype=bool)
@@ -127,7 +127,7 @@ class TopKRanker:
     def _probabilities(self, sessions: list[np.ndarray]) -> torch.Tensor:
         """Softmax over the movies for sessions that hold a known movie; EXCLUDED where an id is not a movie."""
         encoded = ItemSequences.from_lists(sessions)
-        logits = torch.as_tensor(self.logits(encoded.padded(0, len(sessions), self.max_length - 1))).float()
+        logits = torch.as_tensor(self.logits(encoded.padded(0, len(sessions), self.session_length))).float()
         probabilities = logits.index_fill_(1, self.not_movies, EXCLUDED).softmax(dim=1)
         return probabilities.index_fill_(1, self.not_movies, EXCLUDED)
 
@@ -186,7 +186,7 @@ class Recommender:
         model = run.model
         self.ranker = TopKRanker(
             lambda batch: next_item_scores(model, batch),
-            max_sequence_length(run.schema),
+            run.session_length,
             self.catalogue.popularity,
             self.catalogue.scorable,
         )

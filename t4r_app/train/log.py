@@ -48,7 +48,7 @@ def write_log(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot_curves(rows: list[dict], path: Path) -> None:
+def plot_curves(rows: list[dict], path: Path, label: str = "model") -> None:
     plt = pyplot()
     figure, loss_axis = plt.subplots(figsize=(7, 4))
     train = [(r["epoch"], r["train_loss"]) for r in rows if r["train_loss"] != ""]
@@ -61,7 +61,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     if valid:
         ndcg_axis.plot(*zip(*valid), color="tab:orange", marker=".", label="validation NDCG@10")
     ndcg_axis.set_ylabel("validation NDCG@10", color="tab:orange")
-    figure.suptitle("BERT4Rec training")
+    figure.suptitle(f"{label} training")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -75,8 +75,9 @@ class TrainingLog(TrainerCallback):
     The time to reach a validation score is read from this column (the warm-start benchmark).
     """
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, label: str = "model"):
         self.run_dir = Path(run_dir)
+        self.label = label  # the plot's title: the architecture's name (architecture.model_label)
         self.started = time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -91,7 +92,7 @@ class TrainingLog(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         rows = history_rows(state.log_history)
         write_log(rows, self.run_dir / LOG_FILE)
-        plot_curves(rows, self.run_dir / CURVES_FILE)
+        plot_curves(rows, self.run_dir / CURVES_FILE, self.label)
 
 
 class TrainingProgress(TrainerCallback):

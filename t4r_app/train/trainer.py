@@ -39,7 +39,7 @@ from t4r_app.data.preprocess_stats import check_complete
 from t4r_app.data.split_views import training_histories, withheld_movies
 from t4r_app.errors import PreprocessError, TrainingError
 from t4r_app.model import auto_settings
-from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_sequence_length, vocabulary_size
+from t4r_app.model.architecture import MONITOR_K, build_model, item_schema, max_sequence_length, model_label, vocabulary_size
 from t4r_app.model.device import default_device
 from t4r_app.model.head import learned_scalars
 from t4r_app.model.item_features import build_item_features, features_for_saving
@@ -320,7 +320,7 @@ def train(
         compute_metrics=True,
         callbacks=[
             EarlyStopping(config.train.patience, config.train.min_epochs, config.train.time_budget_s),
-            *([TrainingLog(run_dir)] if main_process else []),
+            *([TrainingLog(run_dir, model_label(config.model))] if main_process else []),
             MarkCompleteCheckpoints(),
             *(callbacks or []),
         ],
