@@ -153,7 +153,7 @@ def raw_input(dataset: str, work: Path, video_games: Path) -> Path:
     raw = work / "raw"
     if not (raw / "recommandation.zip").is_file():
         if dataset == "ml-100k":
-            from t4r_app.data.public_data import fetch_movielens_100k
+            from t4r_app.input_layout.public_data import fetch_movielens_100k
 
             app("import", "--input", str(fetch_movielens_100k()), "--format", "recbole", "--output", str(raw))
         else:
@@ -312,7 +312,7 @@ def time_title_encoding(count: int = 40_000) -> dict:
     """Seconds to encode ``count`` distinct generated titles, the encoder's own load included."""
     import torch
 
-    from t4r_app.data.synthetic import movie_title
+    from t4r_app.input_layout.synthetic import movie_title
     from t4r_app.data.title_vectors import encode_titles
 
     titles = [movie_title(movie) for movie in range(count)]

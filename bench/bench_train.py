@@ -35,7 +35,7 @@ from transformers import TrainerCallback
 
 from bench.common import commit, write_report
 from t4r_app.config import load_config
-from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+from t4r_app.input_layout.synthetic import GenerationSpec, generate_dataset
 from t4r_app.evaluate.protocol import evaluate_run
 from t4r_app.pipeline import run_pipeline
 from t4r_app.train.trainer import train

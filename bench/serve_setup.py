@@ -14,7 +14,7 @@ import pandas as pd
 
 from t4r_app.config import load_config
 from t4r_app.data.item_sequences import read_split
-from t4r_app.data.synthetic import GenerationSpec
+from t4r_app.input_layout.synthetic import GenerationSpec
 from t4r_app.pipeline import run_pipeline
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"

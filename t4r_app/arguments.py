@@ -17,6 +17,8 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from t4r_app.input_layout.input_defaults import MEAN_INTERACTIONS, SESSION_GAP_S, SHARDS
+
 
 def positive_int(text: str) -> int:
     try:
@@ -201,8 +203,8 @@ class GenerateArgs:
     users: int = option("number of users", parse=positive_int)
     movies: int = option("number of movies", parse=positive_int)
     seed: int = option("random seed (default 0)", 0)
-    shards: int = option("number of TFRecord shards (default 4)", 4, parse=positive_int)
-    mean_interactions: float = option("mean interactions per user (default 40)", 40.0)
+    shards: int = option(f"number of TFRecord shards (default {SHARDS})", SHARDS, parse=positive_int)
+    mean_interactions: float = option(f"mean interactions per user (default {MEAN_INTERACTIONS:g})", MEAN_INTERACTIONS)
     zip: bool = option("also write OUTPUT/recommandation.zip", False)
 
 
@@ -245,9 +247,10 @@ examples:
         choices=("movielens-100k", "movielens-dat", "movielens-csv", "recbole"),
     )
     session_gap: int = option(
-        "start a new session after a gap longer than this (default 3600)", 3600, parse=positive_int, metavar="SECONDS"
+        f"start a new session after a gap longer than this (default {SESSION_GAP_S})", SESSION_GAP_S, parse=positive_int,
+        metavar="SECONDS",
     )
-    shards: int = option("number of TFRecord shards (default 4)", 4, parse=positive_int)
+    shards: int = option(f"number of TFRecord shards (default {SHARDS})", SHARDS, parse=positive_int)
     seed: int = option("seed of the record shuffle (default 0)", 0)
 
 

@@ -36,10 +36,11 @@ class _UsageError(ValueError):
     """Arguments that parse but do not make sense together; exits with the usage code."""
 
 
-def _generation_spec(users: int, movies: int, seed: int, shards: int = 4, mean_interactions: float = 40.0):
-    from t4r_app.data.synthetic import GenerationSpec
+def _generation_spec(users: int, movies: int, seed: int, **settings):
+    """The generator's spec; ``settings`` left out keep GenerationSpec's defaults."""
+    from t4r_app.input_layout.synthetic import GenerationSpec
 
-    spec = GenerationSpec(users=users, movies=movies, seed=seed, shards=shards, mean_interactions=mean_interactions)
+    spec = GenerationSpec(users=users, movies=movies, seed=seed, **settings)
     try:
         spec.check()
     except ValueError as error:
@@ -47,28 +48,20 @@ def _generation_spec(users: int, movies: int, seed: int, shards: int = 4, mean_i
     return spec
 
 
-def _print_generation(summary, output: Path) -> None:
-    print(
-        f"wrote {summary.records:,} records ({summary.interactions:,} interactions) of "
-        f"{summary.users:,} users over {len(summary.shards)} shards to {Path(output) / 'recommendation'}"
-        + (f"\nzip: {summary.zip}" if summary.zip else "")
-    )
-
-
 def _cmd_generate(args: GenerateArgs) -> int:
-    from t4r_app.data.synthetic import generate_dataset
+    from t4r_app.input_layout.synthetic import generate_dataset
 
-    spec = _generation_spec(args.users, args.movies, args.seed, args.shards, args.mean_interactions)
-    _print_generation(generate_dataset(spec, args.output, make_zip=args.zip), args.output)
+    spec = _generation_spec(args.users, args.movies, args.seed, shards=args.shards, mean_interactions=args.mean_interactions)
+    print(generate_dataset(spec, args.output, make_zip=args.zip).describe())
     return 0
 
 
 def _cmd_import(args: ImportArgs) -> int:
-    from t4r_app.data.importers import STATS_FILE, format_summary, import_log
+    from t4r_app.input_layout.importers import STATS_FILE, format_summary, import_log
 
     input_path, format_name = args.input, args.format
     if args.movielens_100k:
-        from t4r_app.data.public_data import fetch_movielens_100k
+        from t4r_app.input_layout.public_data import fetch_movielens_100k
 
         input_path, format_name = fetch_movielens_100k(), "recbole"
     stats = import_log(input_path, args.output, format_name, args.session_gap, args.shards, args.seed)
@@ -78,7 +71,7 @@ def _cmd_import(args: ImportArgs) -> int:
 
 
 def _cmd_cut(args: CutArgs) -> int:
-    from t4r_app.data.time_cut import STATS_FILE, cut_before, format_summary, timestamp_quantile
+    from t4r_app.input_layout.time_cut import STATS_FILE, cut_before, format_summary, timestamp_quantile
 
     on_bad_record = "skip" if args.skip_bad_records else "fail"
     cutoff = args.before if args.before is not None else timestamp_quantile(args.input, args.before_quantile, on_bad_record)
@@ -88,19 +81,11 @@ def _cmd_cut(args: CutArgs) -> int:
     return 0
 
 
-def _print_preprocessing(result) -> None:
-    from t4r_app.data.preprocess import format_summary
-    from t4r_app.data.preprocess_stats import STATS_FILE
-
-    print(format_summary(result.stats))
-    print(f"outputs in {result.output_dir} ({STATS_FILE} has every count)")
-
-
 def _cmd_preprocess(args: PreprocessArgs) -> int:
     from t4r_app.data.preprocess import preprocess
 
     config = load_config(args.config, args.overrides)
-    _print_preprocessing(preprocess(config, args.input, args.output, titles_path=args.titles, vocabulary_from=args.vocabulary_from))
+    print(preprocess(config, args.input, args.output, titles_path=args.titles, vocabulary_from=args.vocabulary_from).describe())
     return 0
 
 
@@ -115,18 +100,11 @@ def _cmd_train(args: TrainArgs) -> int:
     result = train(config, args.data, args.output, resume=args.resume, progress=not args.quiet, init_from=args.init_from)
     if not distributed.is_main_process():
         return 0
-    _print_training(result)
-    _print_validation_verdicts(args.output)
+    from t4r_app.evaluate.report import validation_verdicts
+
+    print(result.describe())
+    print(validation_verdicts(args.output))
     return 0
-
-
-def _print_training(result) -> None:
-    print(
-        f"best validation NDCG@10 {result.best_valid_ndcg:.4f} at epoch {result.best_epoch:g} "
-        f"({result.epochs_run:g} epochs{', stopped early' if result.stopped_early else ''}; "
-        f"{result.train_seconds:.0f} s on {result.device}, {result.sequences_per_second:,.0f} sequences/s)"
-    )
-    print(f"model in {result.run_dir / 'model'}; curves in {result.run_dir / 'training_curves.png'}")
 
 
 def _without_option(arguments: list[str], option: str) -> list[str]:
@@ -142,15 +120,6 @@ def _without_option(arguments: list[str], option: str) -> list[str]:
     return kept
 
 
-def _print_validation_verdicts(run_dir: str) -> None:
-    """Whether the finished model beats the baselines on validation (eval.json is left to evaluate)."""
-    from t4r_app.evaluate.protocol import evaluate_results
-    from t4r_app.evaluate.report import verdict_lines
-
-    results = evaluate_results(run_dir, splits=("valid",), progress=False)
-    print("\n".join(verdict_lines(results, "valid")))
-
-
 def _run_config(args: TrainArgs) -> str | None:
     """--resume continues with the run's own config unless another is given."""
     if args.config is None and args.resume and (Path(args.output) / "config.yaml").is_file():
@@ -160,8 +129,9 @@ def _run_config(args: TrainArgs) -> str | None:
 
 def _cmd_evaluate(args: EvaluateArgs) -> int:
     from t4r_app.evaluate.protocol import evaluate_run
+    from t4r_app.evaluate.report import console_report
 
-    _print_evaluation(evaluate_run(args.run, data_dir=args.data, progress=not args.quiet), args.run)
+    print(console_report(evaluate_run(args.run, data_dir=args.data, progress=not args.quiet), args.run))
     if args.against:
         from t4r_app.serve.update_check import compare_update, format_update_quality
         from t4r_app.model.saved_run import read_run_info
@@ -170,31 +140,6 @@ def _cmd_evaluate(args: EvaluateArgs) -> int:
         print(f"\nagainst {args.against} (before the update):")
         print(format_update_quality(compare_update(args.against, args.run, read_run_info(args.against).data_dir, new_data)))
     return 0
-
-
-def _print_evaluation(results, run_dir: Path) -> None:
-    from t4r_app.evaluate.report import (
-        REPORT_FILE,
-        SPLIT_TITLES,
-        comparison_table,
-        history_table,
-        report_table,
-        slices_table,
-        verdict_lines,
-    )
-    from t4r_app.evaluate.results import EVAL_FILE
-
-    for split, title in SPLIT_TITLES.items():
-        print(f"\n{title} ({results.splits[split].model.full.count:,} sequences)\n{report_table(results, split)}")
-        print(f"\n{comparison_table(results, split)}")
-        if slices := slices_table(results, split):
-            print(f"\n{slices}")
-        if histories := history_table(results, split):
-            print(f"\n{histories}")
-    print("\n" + "\n".join(verdict_lines(results, "valid")))
-    if results.settings.repeat_baseline:
-        print(results.settings.repeat_baseline)
-    print(f"\nwrote {Path(run_dir) / EVAL_FILE} and {Path(run_dir) / REPORT_FILE}")
 
 
 def _cmd_predict(args: PredictArgs) -> int:
@@ -206,11 +151,7 @@ def _cmd_predict(args: PredictArgs) -> int:
     )
     if args.show:
         _show_predictions(summary.output, args.show)
-    print(
-        f"wrote top-{args.top_k} for {summary.sessions:,} sessions to {summary.output} in {summary.seconds:.1f} s "
-        f"({summary.sessions_per_second:,.0f} sessions/s; {summary.unknown_movies:,} unknown movie ids left out, "
-        f"{summary.fallbacks:,} sessions answered by popularity because no movie was known)"
-    )
+    print(summary.describe(args.top_k))
     print(_seen_note(summary.exclude_seen, args))
     if summary.catalogue_note:
         print(summary.catalogue_note, file=sys.stderr)
@@ -230,23 +171,17 @@ def _seen_note(exclude_seen: bool, args: PredictArgs | RecommendArgs | ExportArg
 def _show_predictions(path: Path, count: int) -> None:
     import json
 
+    from t4r_app.serve.protocol import format_sessions
+
     with open(path) as handle:
-        _print_recommendations([json.loads(line) for _, line in zip(range(count), handle)])
-
-
-def _print_recommendations(rows: list[dict]) -> None:
-    for row in rows:
-        note = f" ({row['fallback']})" if row.get("fallback") else ""
-        print(f"session {row['session_id']}{note}")
-        for rank, (movie, title, score) in enumerate(zip(row["movieIndices"], row["titles"], row["scores"]), start=1):
-            print(f"  {rank:>2}. {title:<40} movie {movie:<7} score {score:.4f}")
+        print(format_sessions(json.loads(line) for _, line in zip(range(count), handle)))
 
 
 def _cmd_recommend(args: RecommendArgs) -> int:
     import json
 
     from t4r_app.serve.predict import make_recommender
-    from t4r_app.serve.protocol import recommend_one
+    from t4r_app.serve.protocol import format_ranking, recommend_one
 
     recommender = make_recommender(args.run, args.server, args.protocol)
     result = recommend_one(recommender, args.session or [], args.top_k, args.exclude_seen, titles=args.titles or [])
@@ -258,9 +193,7 @@ def _cmd_recommend(args: RecommendArgs) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
         return 0
-    print(f"{'rank':>4}  {'title':<44} {'movie':>7}  score")
-    for rank, (movie, title, score) in enumerate(zip(result.movies, result.titles, result.scores), start=1):
-        print(f"{rank:>4}  {title[:44]:<44} {movie:>7}  {score:.4f}")
+    print(format_ranking(result))
     return 0
 
 
@@ -301,49 +234,23 @@ def _export_version(args: ExportArgs) -> int:
     return 0
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def _cmd_serve(args: ServeArgs) -> int:
-    import signal
-
-    from t4r_app.serve.triton_server import TritonServer
+    from t4r_app.serve.triton_server import TritonServer, serve_until_stopped, stopped_by_signals
 
     server = TritonServer(
         args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port, log_path=args.log_file
     )
     print(f"starting tritonserver on {args.repository} (log: {server.log_path}) ...", flush=True)
-    # Stop cleanly on Ctrl-C and on SIGTERM, also when started in the background (where the
-    # shell leaves SIGINT ignored); the previous handlers come back afterwards.
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with server:
-            return _try_server(server, args) if args.try_sessions else _serve_until_stopped(server, args)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _serve_until_stopped(server, args: ServeArgs) -> int:
-    import time
-
-    print(
-        f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {args.host}:{args.metrics_port}; Ctrl-C stops it",
-        flush=True,
-    )
-    try:
-        while server.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("stopping tritonserver ...", flush=True)
+    with stopped_by_signals(), server:
+        if not args.try_sessions:
+            return serve_until_stopped(server, args.metrics_port)
+        _try_server(server, args)
         return 0
-    print(f"tritonserver exited with code {server.process.returncode}:\n{server.log_tail()}", file=sys.stderr)
-    return 1
 
 
-def _try_server(server, args: ServeArgs) -> int:
+def _try_server(server, args: ServeArgs) -> None:
     from t4r_app.serve.predict import read_sessions
+    from t4r_app.serve.protocol import format_sessions
     from t4r_app.serve.triton_client import TritonRecommender
 
     ids, sessions = read_sessions(args.try_sessions)
@@ -352,38 +259,29 @@ def _try_server(server, args: ServeArgs) -> int:
         answers = client.recommend(sessions, ids, top_k=client.served_top_k())
     finally:
         client.close()
-    print(f"recommendations from tritonserver at {server.http_url}:")
-    _print_recommendations([answer.to_json() for answer in answers])
+    print(f"recommendations from tritonserver at {server.http_url}:\n{format_sessions(a.to_json() for a in answers)}")
     print("stopping tritonserver ...", flush=True)
-    return 0
 
 
 def _cmd_tune(args: TuneArgs) -> int:
-    from t4r_app.train.tuning import BEST_CONFIG, CSV_FILE, tune
+    from t4r_app.train.tuning import format_trials, tune
 
     config = load_config(args.config, args.overrides)
     trials, best = tune(config, args.data, args.output, progress=not args.quiet)
-    print("mask_probability  last_item_share  valid NDCG@10  best epoch")
-    for trial in trials:
-        print(f"{trial.mask_probability:16g}  {trial.last_item_mask_share:15g}  {trial.valid_ndcg_at_10:13.4f}  {trial.best_epoch:10g}")
-    print(
-        f"best: mask_probability={best.model.mask_probability:g} last_item_mask_share={best.model.last_item_mask_share:g}; "
-        f"wrote {Path(args.output) / CSV_FILE} and {Path(args.output) / BEST_CONFIG}"
-    )
+    print(format_trials(trials, best, args.output))
     return 0
 
 
 def _cmd_pipeline(args: PipelineArgs) -> int:
+    from t4r_app.evaluate.report import console_report
     from t4r_app.pipeline import run_pipeline
 
     spec = _generation_spec(args.generate_users, args.generate_movies, args.seed) if args.generate_users else None
     config = load_config(args.config, args.overrides)
-    printers = {
-        "generate": lambda summary: _print_generation(summary, args.input),
-        "preprocess": _print_preprocessing,
-        "train": _print_training,
-        "evaluate": lambda results: _print_evaluation(results, args.run),
-    }
+
+    def show(stage: str, result) -> None:
+        print(console_report(result, args.run) if stage == "evaluate" else result.describe())
+
     run_pipeline(
         config,
         args.input,
@@ -393,7 +291,7 @@ def _cmd_pipeline(args: PipelineArgs) -> int:
         make_zip=args.zip,
         titles_path=args.titles,
         progress=not args.quiet,
-        on_stage=lambda stage, result: printers[stage](result),
+        on_stage=show,
     )
     return 0
 

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from t4r_app.config import AppConfig
 from t4r_app.data.preprocess import PreprocessResult, preprocess
-from t4r_app.data.synthetic import GenerationSpec, GenerationSummary, generate_dataset
+from t4r_app.input_layout.synthetic import GenerationSpec, GenerationSummary, generate_dataset
 from t4r_app.evaluate.protocol import evaluate_run
 from t4r_app.evaluate.results import EvaluationResults
 from t4r_app.train.trainer import TrainResult, train

@@ -114,7 +114,7 @@ def tiny_config(*overrides: str):
 def tiny_data(tmp_path_factory) -> Path:
     """A generated set of 400 users and 60 movies, preprocessed with sequences of at most 20
     (shared: tests read it, never write into it)."""
-    from t4r_app.data.synthetic import GenerationSpec
+    from t4r_app.input_layout.synthetic import GenerationSpec
     from t4r_app.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("tiny")
@@ -143,7 +143,7 @@ def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
 def demo_run(tmp_path_factory) -> Path:
     """The demo end to end: `make demo`'s data (3,000 users, 500 movies, seed 7) and config,
     without the zip and the evaluation (the tests evaluate it themselves)."""
-    from t4r_app.data.synthetic import GenerationSpec
+    from t4r_app.input_layout.synthetic import GenerationSpec
     from t4r_app.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("demo")

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 from conftest import TINY_MODEL, read_split, run, tiny_config
 
-from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+from t4r_app.input_layout.synthetic import GenerationSpec, generate_dataset
 from t4r_app.errors import PreprocessError, RunError, TrainingError
 from t4r_app.model.saved_run import MODEL_DIR, load_run
 from t4r_app.serve.export import EXPORT_INFO, export_run, load_exported

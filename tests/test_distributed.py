@@ -13,7 +13,7 @@ import pytest
 from conftest import read_split, run
 from dask_processes import dask_processes
 
-from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+from t4r_app.input_layout.synthetic import GenerationSpec, generate_dataset
 
 pytestmark = pytest.mark.slow  # dask clusters: a LocalCluster and `dask scheduler` / `dask worker` processes
 

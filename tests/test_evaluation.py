@@ -13,7 +13,7 @@ import transformers4rec.torch as tr
 from conftest import decoded, movie_of_item, run
 from conftest import read_split as read_frame
 
-from t4r_app.cli import _print_validation_verdicts, main
+from t4r_app.cli import main
 from t4r_app.config import load_config
 from t4r_app.data.item_sequences import ItemSequences, read_split
 from t4r_app.data.split_views import known_histories, training_histories
@@ -30,7 +30,7 @@ from t4r_app.evaluate.protocol import (
     sample_negatives,
     scorer_ranks,
 )
-from t4r_app.evaluate.report import INTERVAL_SCOPE, baseline_verdicts, report_table, verdict, verdict_lines
+from t4r_app.evaluate.report import INTERVAL_SCOPE, baseline_verdicts, report_table, validation_verdicts, verdict, verdict_lines
 from t4r_app.evaluate.results import BootstrapComparison, EvaluationResults, ScorerResults, SplitResults
 from t4r_app.model.architecture import max_sequence_length, vocabulary_size
 from t4r_app.model.saved_run import MONITOR_METRIC, load_run
@@ -291,10 +291,9 @@ def test_evaluate_writes_both_rankings_the_comparison_and_the_verdicts(tiny_run_
     assert (tiny_run / "eval_plot.png").stat().st_size > 1000
 
 
-def test_training_prints_the_validation_verdicts_without_touching_eval_json(tiny_run, capsys):
+def test_training_prints_the_validation_verdicts_without_touching_eval_json(tiny_run):
     before = (tiny_run / "eval.json").read_text() if (tiny_run / "eval.json").exists() else None
-    _print_validation_verdicts(tiny_run)
-    printed = capsys.readouterr().out.splitlines()
+    printed = validation_verdicts(tiny_run).splitlines()
     results = evaluate_results(tiny_run, splits=("valid",), progress=False)
     assert set(results.to_json()) == {"valid", "settings"}
     assert printed == verdict_lines(results, "valid")

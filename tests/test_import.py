@@ -13,8 +13,8 @@ import pytest
 from conftest import run
 
 from t4r_app.cli import main
-from t4r_app.data import public_data
-from t4r_app.data.importers import FORMATS, cut_sessions, format_summary, import_log
+from t4r_app.input_layout import public_data
+from t4r_app.input_layout.importers import FORMATS, cut_sessions, format_summary, import_log
 from t4r_app.data.interactions import titled_movie_ids
 from t4r_app.data.records import SessionRecordReader
 from t4r_app.data.sources import resolve_source

@@ -212,7 +212,7 @@ def test_rerun_into_the_same_folder_replaces_outputs(fixture_dataset, tmp_path):
 
 @pytest.fixture(scope="module")
 def generated_small(tmp_path_factory):
-    from t4r_app.data.synthetic import GenerationSpec, generate_dataset
+    from t4r_app.input_layout.synthetic import GenerationSpec, generate_dataset
 
     folder = tmp_path_factory.mktemp("generated")
     generate_dataset(GenerationSpec(users=400, movies=120, seed=3), folder, make_zip=True)

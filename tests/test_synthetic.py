@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from conftest import read_split, run
 
-from t4r_app.data.synthetic import GenerationSpec, generate_dataset, movie_title
+from t4r_app.input_layout.synthetic import GenerationSpec, generate_dataset, movie_title
 
 
 def test_generated_sessions_have_learnable_structure(tmp_path):

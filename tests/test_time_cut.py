@@ -9,7 +9,7 @@ from conftest import decoded, run
 
 from t4r_app.cli import main
 from t4r_app.data.sources import IMPORT_INCOMPLETE
-from t4r_app.data.time_cut import cut_before, timestamp_quantile
+from t4r_app.input_layout.time_cut import cut_before, timestamp_quantile
 from t4r_app.errors import InputError
 
 

@@ -76,6 +76,10 @@ class PreprocessResult:
     output_dir: Path
     stats: PreprocessStats
 
+    def describe(self) -> str:
+        """What ``preprocess`` prints."""
+        return f"{format_summary(self.stats)}\noutputs in {self.output_dir} ({STATS_FILE} has every count)"
+
 
 @contextlib.contextmanager
 def dask_client(settings: DaskConfig) -> Iterator[object | None]:

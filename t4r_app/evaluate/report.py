@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from t4r_app.evaluate.metrics import RankingMetrics
-from t4r_app.evaluate.results import AMONG_COLD, COMPARED_K, EvaluationResults, EvaluationSettings
+from t4r_app.evaluate.results import AMONG_COLD, COMPARED_K, EVAL_FILE, EvaluationResults, EvaluationSettings
 from t4r_app.plotting import pyplot
 
 REPORT_FILE = "report.md"
@@ -164,6 +164,32 @@ def verdict_lines(results: EvaluationResults, split: str = "valid") -> list[str]
         f"{SPLIT_TITLES[split]}: the model beats every baseline on NDCG@{COMPARED_K}, {' and '.join(RANKINGS.values())} "
         "(each 95% interval of the difference above 0)"
     ]) + [INTERVAL_SCOPE]
+
+
+def validation_verdicts(run_dir: str | Path) -> str:
+    """Whether a finished run's model beats the baselines on validation (what ``train`` prints
+    last; it writes no file: eval.json is ``evaluate``'s)."""
+    from t4r_app.evaluate.protocol import evaluate_results
+
+    return "\n".join(verdict_lines(evaluate_results(run_dir, splits=("valid",), progress=False), "valid"))
+
+
+def console_report(results: EvaluationResults, run_dir: str | Path) -> str:
+    """What ``evaluate`` prints: per split the metrics, the comparison, the slices and the
+    history buckets; then the validation verdicts and the files written."""
+    parts = []
+    for split, title in SPLIT_TITLES.items():
+        parts.append(f"\n{title} ({results.splits[split].model.full.count:,} sequences)\n{report_table(results, split)}")
+        parts.append(f"\n{comparison_table(results, split)}")
+        if slices := slices_table(results, split):
+            parts.append(f"\n{slices}")
+        if histories := history_table(results, split):
+            parts.append(f"\n{histories}")
+    parts.append("\n" + "\n".join(verdict_lines(results, "valid")))
+    if results.settings.repeat_baseline:
+        parts.append(results.settings.repeat_baseline)
+    parts.append(f"\nwrote {Path(run_dir) / EVAL_FILE} and {Path(run_dir) / REPORT_FILE}")
+    return "\n".join(parts)
 
 
 def write_report(results: EvaluationResults, run_dir: Path) -> Path:

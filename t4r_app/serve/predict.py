@@ -45,6 +45,14 @@ class PredictSummary:
     def sessions_per_second(self) -> float:
         return self.sessions / self.seconds if self.seconds else 0.0
 
+    def describe(self, top_k: int) -> str:
+        """What ``predict`` prints (the seen-movie rule and the catalogue note are the CLI's)."""
+        return (
+            f"wrote top-{top_k} for {self.sessions:,} sessions to {self.output} in {self.seconds:.1f} s "
+            f"({self.sessions_per_second:,.0f} sessions/s; {self.unknown_movies:,} unknown movie ids left out, "
+            f"{self.fallbacks:,} sessions answered by popularity because no movie was known)"
+        )
+
 
 def _short(value, limit: int = 200) -> str:
     text = repr(value)

@@ -38,7 +38,7 @@ CATALOGUE_FILE = "movies.json"
 # What one request may carry. Requests are answered together (the server's dynamic batcher
 # merges those that wait), 256 sessions scored at a time against the catalogue; the caps keep
 # one request's decoding, seen-movie rule and answer bounded (8 MB of INT64 values at most).
-# One session may be that long: only its last max_seq_length - 1 movies are scored, all of them
+# One session may be that long: only its latest movies are scored (the model's inference length), all of them
 # count as seen. TritonRecommender splits larger batches into requests that fit.
 MAX_SESSIONS_PER_REQUEST = 1024
 MAX_MOVIES_PER_REQUEST = 1_000_000
@@ -69,6 +69,25 @@ class Recommendation:
         if self.fallback:
             line["fallback"] = self.fallback
         return line
+
+
+def format_sessions(rows: Iterable[dict]) -> str:
+    """Answers as ``Recommendation.to_json`` writes them (predictions lines), one block per session."""
+    lines = []
+    for row in rows:
+        note = f" ({row['fallback']})" if row.get("fallback") else ""
+        lines.append(f"session {row['session_id']}{note}")
+        for rank, (movie, title, score) in enumerate(zip(row["movieIndices"], row["titles"], row["scores"]), start=1):
+            lines.append(f"  {rank:>2}. {title:<40} movie {movie:<7} score {score:.4f}")
+    return "\n".join(lines)
+
+
+def format_ranking(result: Recommendation) -> str:
+    """One session's answer as the ranked table ``recommend`` prints."""
+    lines = [f"{'rank':>4}  {'title':<44} {'movie':>7}  score"]
+    for rank, (movie, title, score) in enumerate(zip(result.movies, result.titles, result.scores), start=1):
+        lines.append(f"{rank:>4}  {title[:44]:<44} {movie:>7}  {score:.4f}")
+    return "\n".join(lines)
 
 
 def split_session(session: Iterable[int], known: Container[int] | None) -> tuple[list[int], list[int]]:

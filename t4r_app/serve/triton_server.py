@@ -9,6 +9,7 @@ LD_LIBRARY_PATH, so both are set for it here.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -310,3 +311,35 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stopped_by_signals():
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt inside, also in a process started in the
+    background (where the shell leaves SIGINT ignored); the previous handlers come back after."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve_until_stopped(server: TritonServer, metrics_port: int) -> int:
+    """Wait while ``server`` runs: 0 when stopped by a signal, 1 (with its log's tail) when it exits."""
+    print(
+        f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.host}:{metrics_port}; Ctrl-C stops it",
+        flush=True,
+    )
+    try:
+        while server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping tritonserver ...", flush=True)
+        return 0
+    print(f"tritonserver exited with code {server.process.returncode}:\n{server.log_tail()}", file=sys.stderr)
+    return 1

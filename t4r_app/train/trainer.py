@@ -71,6 +71,15 @@ class TrainResult:
     device: str
     learned: dict[str, float] = field(default_factory=dict)  # model.head.learned_scalars of the kept model
 
+    def describe(self) -> str:
+        """What ``train`` prints."""
+        return (
+            f"best validation NDCG@10 {self.best_valid_ndcg:.4f} at epoch {self.best_epoch:g} "
+            f"({self.epochs_run:g} epochs{', stopped early' if self.stopped_early else ''}; "
+            f"{self.train_seconds:.0f} s on {self.device}, {self.sequences_per_second:,.0f} sequences/s)\n"
+            f"model in {self.run_dir / 'model'}; curves in {self.run_dir / 'training_curves.png'}"
+        )
+
 
 class EarlyStopping(TrainerCallback):
     """Stop after ``patience`` evaluations without a better monitored metric, never before

@@ -33,6 +33,18 @@ class Trial:
     run_dir: str
 
 
+def format_trials(trials: list[Trial], best: AppConfig, output: str | Path) -> str:
+    """What ``tune`` prints: every trial, then the winner and where the files are."""
+    lines = ["mask_probability  last_item_share  valid NDCG@10  best epoch"]
+    lines += [f"{t.mask_probability:16g}  {t.last_item_mask_share:15g}  {t.valid_ndcg_at_10:13.4f}  {t.best_epoch:10g}"
+              for t in trials]
+    lines.append(
+        f"best: mask_probability={best.model.mask_probability:g} last_item_mask_share={best.model.last_item_mask_share:g}; "
+        f"wrote {Path(output) / CSV_FILE} and {Path(output) / BEST_CONFIG}"
+    )
+    return "\n".join(lines)
+
+
 def grid(config: AppConfig) -> list[tuple[float, float]]:
     shares = config.tune.last_item_mask_shares or [config.model.last_item_mask_share]
     return [(p, s) for p in config.tune.mask_probabilities for s in shares]

@@ -25,7 +25,7 @@ import numpy as np
 
 from workflow.list_columns import offsets_of
 from t4r_app.data.records import SessionRecordReader
-from t4r_app.data.seed_layout import ShardWriter, titles_path, write_titles
+from t4r_app.input_layout.seed_layout import ShardWriter, titles_path, write_titles
 from t4r_app.data.sources import IMPORT_INCOMPLETE, resolve_source
 from t4r_app.errors import InputError
 

@@ -44,14 +44,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
-from t4r_app.data.seed_layout import ZIP_NAME, ShardWriter, titles_path, write_titles, write_zip
+from t4r_app.input_layout.seed_layout import ZIP_NAME, ShardWriter, titles_path, write_titles, write_zip
+from t4r_app.input_layout.input_defaults import SESSION_GAP_S, SHARDS
 from t4r_app.data.sources import IMPORT_INCOMPLETE
 from t4r_app.errors import DataImportError
 from workflow.list_columns import offsets_of
 
 STATS_FILE = "import_stats.json"
-DEFAULT_SESSION_GAP = 3600
-DEFAULT_SHARDS = 4
 _RECORDS_PER_CHUNK = 200_000  # records encoded per call: bounds the encoder's buffers
 _LINES_PER_BLOCK = 1_000_000  # lines parsed per call on the line-by-line pass
 _NUMBER = re.compile(r"[0-9]{1,18}")  # a MovieLens id or timestamp (fits int64)
@@ -84,6 +83,7 @@ class LogFormat:
     layout: Callable[[Path], _Layout]
     titles_file: Callable[[Path], Path]  # the titles file that goes with an interactions file
     read_titles: Callable[[Path], dict[str, str]]  # {item token: title}
+    looks_like: Callable[[str], bool]  # whether a file's first line is this format's (a file named otherwise)
 
 
 def _first_line(path: Path) -> str:
@@ -221,6 +221,11 @@ def _read_recbole_items(path: Path) -> dict[str, str]:
     return titles
 
 
+def _looks_like_recbole(line: str) -> bool:
+    fields = line.split("\t")  # every header field reads name:type
+    return len(fields) >= 3 and all(":" in field for field in fields)
+
+
 FORMATS = {
     log.name: log
     for log in (
@@ -231,6 +236,7 @@ FORMATS = {
             layout=_movielens_100k_layout,
             titles_file=lambda path: path.parent / "u.item",
             read_titles=_movielens_titles("|", lambda f: f[1], 2, "movie id|title|release date|..."),
+            looks_like=lambda line: re.fullmatch(r"\d+\t\d+\t[^\t]*\t\d+", line) is not None,
         ),
         LogFormat(
             name="movielens-dat",
@@ -239,6 +245,7 @@ FORMATS = {
             layout=_movielens_dat_layout,
             titles_file=lambda path: path.parent / "movies.dat",
             read_titles=_movielens_titles("::", lambda f: "::".join(f[1:-1]), 3, "MovieID::Title::Genres"),
+            looks_like=lambda line: re.fullmatch(r"\d+::\d+::[^:]*::\d+", line) is not None,
         ),
         LogFormat(
             name="movielens-csv",
@@ -247,6 +254,7 @@ FORMATS = {
             layout=_movielens_csv_layout,
             titles_file=lambda path: path.parent / "movies.csv",
             read_titles=_read_movies_csv,
+            looks_like=lambda line: line.split(",")[:2] == ["userId", "movieId"],
         ),
         LogFormat(
             name="recbole",
@@ -255,6 +263,7 @@ FORMATS = {
             layout=_recbole_layout,
             titles_file=lambda path: path.with_suffix(".item"),
             read_titles=_read_recbole_items,
+            looks_like=_looks_like_recbole,
         ),
     )
 }
@@ -290,18 +299,10 @@ def detect_format(input_path: Path, forced: str | None = None) -> tuple[LogForma
 
 
 def _sniff(path: Path) -> LogFormat | None:
-    """The format that the first line of a file with an unusual name looks like."""
+    """The format that the first line of a file with an unusual name looks like (the first
+    lines of the formats exclude each other)."""
     line = _first_line(path)
-    fields = line.split("\t")
-    if len(fields) >= 3 and all(":" in f for f in fields):
-        return FORMATS["recbole"]
-    if line.split(",")[:2] == ["userId", "movieId"]:
-        return FORMATS["movielens-csv"]
-    if re.fullmatch(r"\d+::\d+::[^:]*::\d+", line):
-        return FORMATS["movielens-dat"]
-    if re.fullmatch(r"\d+\t\d+\t[^\t]*\t\d+", line):
-        return FORMATS["movielens-100k"]
-    return None
+    return next((log for log in FORMATS.values() if log.looks_like(line)), None)
 
 
 def _detect_in_folder(folder: Path, forced: str | None) -> tuple[LogFormat, Path]:
@@ -607,8 +608,8 @@ def import_log(
     input_path: str | Path,
     output: str | Path,
     format_name: str | None = None,
-    session_gap: int = DEFAULT_SESSION_GAP,
-    shards: int = DEFAULT_SHARDS,
+    session_gap: int = SESSION_GAP_S,
+    shards: int = SHARDS,
     seed: int = 0,
 ) -> ImportStats:
     """Read a public log and write it in the product's layout under ``output``; see the module doc."""

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from t4r_app.data.seed_layout import ShardWriter, write_titles, write_zip
+from t4r_app.input_layout.input_defaults import MEAN_INTERACTIONS, SHARDS
+from t4r_app.input_layout.seed_layout import ShardWriter, write_titles, write_zip
 from workflow.list_columns import offsets_of
 
 SAMPLE_FILE = "sample_sessions.jsonl"
@@ -46,8 +47,8 @@ class GenerationSpec:
     users: int
     movies: int
     seed: int = 0
-    shards: int = 4
-    mean_interactions: float = 40.0  # per user
+    shards: int = SHARDS
+    mean_interactions: float = MEAN_INTERACTIONS  # per user
     mean_session_length: float = 5.0
     follow_probability: float = 0.55  # next = taste-specific successor of the last movie
     taste_probability: float = 0.25  # next = a movie of the user's group
@@ -71,6 +72,13 @@ class GenerationSummary:
     shards: list[str]
     titles: str
     zip: str | None
+
+    def describe(self) -> str:
+        """What ``generate`` prints."""
+        return (
+            f"wrote {self.records:,} records ({self.interactions:,} interactions) of {self.users:,} users over "
+            f"{len(self.shards)} shards to {Path(self.titles).parent}" + (f"\nzip: {self.zip}" if self.zip else "")
+        )
 
 
 def movie_title(movie: int) -> str:
