@@ -37,7 +37,7 @@ from bench.bench_serve import TOP_K  # run as `python -m bench.bench_load` from 
 from bench.common import commit, run_concurrently, write_report
 from bench.serve_setup import prepare
 from t4r_app.serve.export import export_run
-from t4r_app.serve.protocol import (
+from t4r_app.serve.contract import (
     ENSEMBLE_NAME,
     MAX_SESSIONS_PER_REQUEST,
     MOVIE_IDS,

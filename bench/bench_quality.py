@@ -51,6 +51,7 @@ from pathlib import Path
 import statistics
 
 from bench.common import commit, write_report
+from t4r_app.evaluate.protocol import COMPARED_PROTOCOLS  # the rankings every row records: all movies, unseen
 from t4r_app.evaluate.results import EvaluationResults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,6 @@ ML_LEVERS: dict[str, list[str]] = {
 # Overrides that change the preprocessed data rather than the model: a row with any of them
 # gets data of its own (and baselines of its own).
 DATA_PREFIXES = ("preprocess.", "split.")
-PROTOCOLS = ("full", "full_unseen")
 # The metrics each row records, under the names bench/results/*.json has always used.
 ROW_METRICS = {"ndcg@10": lambda metrics: metrics.ndcg[10], "hr@10": lambda metrics: metrics.hr[10]}
 # An e-commerce-like catalogue: 25x MovieLens-100K's items, sessions a tenth as long.
@@ -214,7 +214,7 @@ def _row_values(by_split: dict) -> dict[str, float]:
     """``{split}_{protocol}_{metric}``: one scorer's ROW_METRICS per split and protocol."""
     return {
         f"{split}_{protocol}_{metric}": value(scorer.protocol(protocol))
-        for split, scorer in by_split.items() for protocol in PROTOCOLS for metric, value in ROW_METRICS.items()
+        for split, scorer in by_split.items() for protocol in COMPARED_PROTOCOLS for metric, value in ROW_METRICS.items()
     }
 
 

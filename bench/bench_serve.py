@@ -44,7 +44,7 @@ from t4r_app.data.item_sequences import ItemSequences
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.ensemble_ops import EncodeMovies, PredictTopK, _sessions
 from t4r_app.serve.export import TARGETS, export_run, load_exported
-from t4r_app.serve.protocol import ENSEMBLE_NAME, OFFSETS_INPUT, VALUES_INPUT, encode_request
+from t4r_app.serve.contract import ENSEMBLE_NAME, OFFSETS_INPUT, VALUES_INPUT, encode_request
 from t4r_app.serve.recommender import Recommender, TopKRanker
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import TritonServer, free_port

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from t4r_app.serve.protocol import ENSEMBLE_NAME, OFFSETS_INPUT, VALUES_INPUT, encode_request
+from t4r_app.serve.contract import ENSEMBLE_NAME, OFFSETS_INPUT, VALUES_INPUT, encode_request
 
 # perf_analyzer's CSV columns (microseconds) under the names this bench reports (milliseconds).
 COLUMNS = {

@@ -48,15 +48,17 @@ def option(
     one_of: str | None = None,
     positional: bool = False,
     factory: Callable[[], Any] | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
     """A dataclass field that is also a command-line flag (``--name-with-dashes``).
 
     ``negative`` (flag, help) gives a ``bool | None`` field its opposite switch. Fields that share
     a ``one_of`` name form a required, mutually exclusive group: exactly one of them is given.
     ``parse`` turns the flag's text into the field's value (for a list field: the whole list).
+    ``aliases`` are older spellings of the flag that still work.
     """
     metadata = {"help": help, "parse": parse, "choices": choices, "metavar": metavar, "negative": negative}
-    metadata.update(one_of=one_of, positional=positional)
+    metadata.update(one_of=one_of, positional=positional, aliases=aliases)
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -99,6 +101,7 @@ def _add_field(target, spec: dataclasses.Field, annotation: Any) -> None:
     parse = meta["parse"] or (str if kind is Path else kind)
     target.add_argument(
         flag,
+        *meta["aliases"],
         type=parse,
         choices=meta["choices"],
         metavar=meta["metavar"],
@@ -176,8 +179,9 @@ class ClientOptions:
         " With --server the served ensemble's rule (set at export) applies; asking for the other one is an error."
     )
     server: str | None = option("ask this Triton server instead of loading the model here", None, metavar="HOST:PORT")
-    protocol: str | None = option(
-        "protocol for --server (default: grpc on port 8001, else http)", None, choices=("http", "grpc")
+    transport: str | None = option(
+        "how to reach --server: http or grpc (default: grpc on port 8001, else http)", None, choices=("http", "grpc"),
+        aliases=("--protocol",),
     )
 
     def check(self) -> str | None:

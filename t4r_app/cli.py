@@ -146,7 +146,7 @@ def _cmd_predict(args: PredictArgs) -> int:
     from t4r_app.serve.predict import predict
 
     summary = predict(
-        args.run, args.input, args.output, args.top_k, args.exclude_seen, server=args.server, protocol=args.protocol,
+        args.run, args.input, args.output, args.top_k, args.exclude_seen, server=args.server, transport=args.transport,
         progress=not args.quiet,
     )
     if args.show:
@@ -171,7 +171,7 @@ def _seen_note(exclude_seen: bool, args: PredictArgs | RecommendArgs | ExportArg
 def _show_predictions(path: Path, count: int) -> None:
     import json
 
-    from t4r_app.serve.protocol import format_sessions
+    from t4r_app.serve.contract import format_sessions
 
     with open(path) as handle:
         print(format_sessions(json.loads(line) for _, line in zip(range(count), handle)))
@@ -181,9 +181,9 @@ def _cmd_recommend(args: RecommendArgs) -> int:
     import json
 
     from t4r_app.serve.predict import make_recommender
-    from t4r_app.serve.protocol import format_ranking, recommend_one
+    from t4r_app.serve.contract import format_ranking, recommend_one
 
-    recommender = make_recommender(args.run, args.server, args.protocol)
+    recommender = make_recommender(args.run, args.server, args.transport)
     result = recommend_one(recommender, args.session or [], args.top_k, args.exclude_seen, titles=args.titles or [])
     if result.unknown_movies:
         print(f"left out movie ids the model does not know: {', '.join(map(str, result.unknown_movies))}", file=sys.stderr)
@@ -250,7 +250,7 @@ def _cmd_serve(args: ServeArgs) -> int:
 
 def _try_server(server, args: ServeArgs) -> None:
     from t4r_app.serve.predict import read_sessions
-    from t4r_app.serve.protocol import format_sessions
+    from t4r_app.serve.contract import format_sessions
     from t4r_app.serve.triton_client import TritonRecommender
 
     ids, sessions = read_sessions(args.try_sessions)

@@ -62,3 +62,11 @@ def test_train_evaluate_predict_through_the_cli(tiny_data, tmp_path, capsys):
 def test_train_help_lists_model_keys():
     text = subprocess.run([sys.executable, "-m", "t4r_app", "train", "--help"], capture_output=True, text=True, check=True).stdout
     assert "model.mask_probability (default 0.4)" in text and "--resume" in text and "train.patience" in text
+
+
+def test_the_transport_flag_keeps_its_old_spelling():
+    from t4r_app.cli import parse_arguments
+
+    for flag in ("--transport", "--protocol"):  # --protocol: before the flag was renamed
+        args = parse_arguments(["recommend", "--server", "localhost:8001", "--session", "1,2", flag, "http"])
+        assert args.transport == "http"

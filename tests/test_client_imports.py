@@ -40,6 +40,6 @@ def test_the_report_sees_a_heavy_import():
 
 
 def test_the_client_predict_and_cli_modules_load_nothing_heavy():
-    snippet = "import t4r_app.serve.triton_client, t4r_app.serve.predict, t4r_app.serve.protocol, t4r_app.cli"
+    snippet = "import t4r_app.serve.triton_client, t4r_app.serve.predict, t4r_app.serve.contract, t4r_app.cli"
     heavy, _ = heavy_modules_after(snippet)
     assert heavy == []

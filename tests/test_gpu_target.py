@@ -23,7 +23,7 @@ from t4r_app.errors import ServeError
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.ensemble_ops import MODEL_FILE, PredictTopK
 from t4r_app.serve.export import EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
-from t4r_app.serve.protocol import ENSEMBLE_NAME
+from t4r_app.serve.contract import ENSEMBLE_NAME
 from t4r_app.serve.recommender import Recommender
 from t4r_app.serve.triton_client import TritonRecommender
 from t4r_app.serve.triton_server import NO_GPU_IN_TRITON, TritonServer, find_tritonserver, free_port

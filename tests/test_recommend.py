@@ -11,7 +11,7 @@ from t4r_app.cli import main
 from t4r_app.errors import RunError, SessionError, TitleError
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.predict import make_recommender
-from t4r_app.serve.protocol import recommend_one
+from t4r_app.serve.contract import recommend_one
 from t4r_app.serve.recommender import Recommender
 from t4r_app.serve.titles import find_movie
 

@@ -32,7 +32,7 @@ from t4r_app.model.inference import next_item_scores
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.ensemble_ops import EncodeMovies
 from t4r_app.serve.export import etl_workflow_dir, export_run, load_exported, serving_workflow, trace_model
-from t4r_app.serve.protocol import (
+from t4r_app.serve.contract import (
     CATALOGUE_MODEL,
     ENSEMBLE_NAME,
     MAX_MOVIES_PER_REQUEST,

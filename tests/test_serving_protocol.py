@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from t4r_app.errors import ServerError
-from t4r_app.serve.protocol import (
+from t4r_app.serve.contract import (
     MAX_MOVIES_PER_REQUEST,
     MAX_SESSIONS_PER_REQUEST,
     MOVIE_TITLES_PARAMETER,
@@ -34,7 +34,7 @@ def test_client_errors_are_clear(tiny_run):
 
 
 def test_request_check_names_the_problem():
-    from t4r_app.serve.protocol import request_problem
+    from t4r_app.serve.contract import request_problem
 
     values = np.array([5, 6, 7], dtype=np.int64)
     assert request_problem(values, np.array([0, 1, 3], dtype=np.int32)) is None
@@ -53,7 +53,7 @@ def test_request_check_names_the_problem():
 
 
 def test_large_batches_are_split_into_requests_that_fit():
-    from t4r_app.serve.protocol import request_batches
+    from t4r_app.serve.contract import request_batches
 
     assert request_batches([]) == [(0, 0)]
     assert request_batches([[1]] * 2050) == [(0, 1024), (1024, 2048), (2048, 2050)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from t4r_app.serve.protocol import CATALOGUE_FILE, CATALOGUE_MOVIES, CATALOGUE_TITLES
+from t4r_app.serve.contract import CATALOGUE_FILE, CATALOGUE_MOVIES, CATALOGUE_TITLES
 
 
 class TritonPythonModel:

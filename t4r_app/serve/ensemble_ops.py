@@ -21,7 +21,7 @@ from merlin.systems.dag.runtimes.triton import TritonExecutorRuntime
 from merlin.table import TensorTable
 from nvtabular import ops
 
-from t4r_app.serve.protocol import MOVIE_IDS, NO_MOVIE, REQUEST_COLUMN, SCORES
+from t4r_app.serve.contract import MOVIE_IDS, NO_MOVIE, REQUEST_COLUMN, SCORES
 from t4r_app.serve.recommender import TopKRanker
 from workflow.columns import ITEM_LIST, RAW_MOVIE
 

@@ -47,7 +47,7 @@ from t4r_app.model.item_features import FEATURES_FILE
 from t4r_app.model.saved_run import CONFIG, ETL_WORKFLOW, MODEL_DIR, RUN_INFO, SCHEMA, WEIGHTS, LoadedRun, load_run
 from t4r_app.model.title_embedding import TitledItemEmbedding
 from t4r_app.serve.ensemble_ops import EncodeMovies, PredictTopK, PythonBackendRuntime
-from t4r_app.serve.protocol import (
+from t4r_app.serve.contract import (
     CATALOGUE_FILE,
     CATALOGUE_MODEL,
     CATALOGUE_MOVIES,

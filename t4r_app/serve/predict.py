@@ -1,7 +1,7 @@
 """Batch prediction: sessions from JSON lines or parquet in, top-k recommendations as JSON lines out.
 
 Input rows are ``{"session_id": ..., "movieIndices": [raw movie ids, oldest first]}``;
-``session_id`` is optional (the line number, or the parquet row, is used). See ``protocol`` and
+``session_id`` is optional (the line number, or the parquet row, is used). See ``contract`` and
 ``recommender`` for how unknown ids, empty and over-long sessions are handled.
 
 Streamed: sessions are read, answered and written CHUNK_SESSIONS at a time, so memory follows
@@ -24,7 +24,7 @@ from typing import Iterator
 
 from t4r_app.atomic import leftovers, partial_sibling
 from t4r_app.errors import PredictInputError, RunError
-from t4r_app.serve.protocol import SessionRecommender
+from t4r_app.serve.contract import SessionRecommender
 
 SESSION_ID = "session_id"
 MOVIES = "movieIndices"
@@ -151,14 +151,14 @@ def parse_session_line(line: str, number: int, where: str) -> tuple[object, list
 
 
 def make_recommender(
-    run_dir: str | Path | None, server: str | None = None, protocol: str | None = None
+    run_dir: str | Path | None, server: str | None = None, transport: str | None = None
 ) -> SessionRecommender:
     """A client of the Triton server at ``server`` (titles and known movies from ``run_dir`` when
     given, else from the server), or without ``server`` the run's model in this process."""
     if server:
         from t4r_app.serve.triton_client import TritonRecommender
 
-        return TritonRecommender(server, run_dir, protocol)
+        return TritonRecommender(server, run_dir, transport)
     if run_dir is None:
         raise RunError("nothing to answer with: give --run RUN_DIR (the model in this process) or --server HOST:PORT")
     from t4r_app.model.saved_run import load_run
@@ -174,7 +174,7 @@ def predict(
     top_k: int = 10,
     exclude_seen: bool | None = None,
     server: str | None = None,
-    protocol: str | None = None,
+    transport: str | None = None,
     progress: bool = False,
     chunk: int = CHUNK_SESSIONS,
 ) -> PredictSummary:
@@ -184,7 +184,7 @@ def predict(
     from tqdm.auto import tqdm
 
     checked_path(input_path)  # before the model loads: a typo should not cost its loading
-    recommender = make_recommender(run_dir, server, protocol)
+    recommender = make_recommender(run_dir, server, transport)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in leftovers(output_path):

@@ -30,7 +30,7 @@ from t4r_app.data.item_sequences import ItemSequences
 from t4r_app.model.architecture import vocabulary_size
 from t4r_app.model.inference import next_item_scores
 from t4r_app.model.saved_run import LoadedRun
-from t4r_app.serve.protocol import Recommendation, fallback_for, split_session
+from t4r_app.serve.contract import Recommendation, fallback_for, split_session
 from t4r_app.serve.run_movies import read_run_movies
 from workflow.columns import EXCLUDED, movie_ids
 

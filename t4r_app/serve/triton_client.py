@@ -8,7 +8,7 @@ lacks, as after a switch to a version with new movies; exports from before it ke
 ensemble's config, which is read then). Whether seen movies are left
 out is the served ensemble's rule (fixed at export, read from the same config).
 
-Light on purpose: tritonclient, numpy and the protocol only, so a machine that only asks a
+Light on purpose: tritonclient, numpy and the serving contract only, so a machine that only asks a
 server needs neither torch nor Merlin; a run, when given, is read only then.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from t4r_app.errors import ServerError
-from t4r_app.serve.protocol import (
+from t4r_app.serve.contract import (
     CATALOGUE_MODEL,
     CATALOGUE_MOVIES,
     CATALOGUE_TITLES,
@@ -72,10 +72,10 @@ class TritonRecommender:
     ``run_dir`` None: titles and known movies come from the server (read once, at first need).
     """
 
-    def __init__(self, address: str, run_dir: str | Path | None = None, protocol: str | None = None):
+    def __init__(self, address: str, run_dir: str | Path | None = None, transport: str | None = None):
         host, port = parse_address(address)
-        self.protocol = protocol or ("grpc" if port == GRPC_DEFAULT_PORT else "http")
-        if self.protocol == "grpc":
+        self.transport = transport or ("grpc" if port == GRPC_DEFAULT_PORT else "http")
+        if self.transport == "grpc":
             import tritonclient.grpc as client_module
         else:
             import tritonclient.http as client_module
@@ -122,8 +122,8 @@ class TritonRecommender:
     def _ask(self, request):
         try:
             return request()
-        except Exception as error:  # tritonclient raises its own exception types per protocol
-            raise ServerError(f"{self.protocol} request to {self.address} failed: {error}") from None
+        except Exception as error:  # tritonclient raises its own exception types per transport
+            raise ServerError(f"{self.transport} request to {self.address} failed: {error}") from None
 
     def _served_catalogue(self) -> dict[int, str] | None:
         """{movie id: title} from the server's catalogue model, or from the ensemble's config
@@ -137,7 +137,7 @@ class TritonRecommender:
     def _served_parameters(self) -> dict:
         """The ensemble config's parameters, as JSON (read from the server once)."""
         if self._parameters is None:
-            if self.protocol == "grpc":
+            if self.transport == "grpc":
                 config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME, as_json=True))["config"]
             else:
                 config = self._ask(lambda: self.client.get_model_config(ENSEMBLE_NAME))

@@ -25,7 +25,7 @@ from merlin.systems.triton.models.executor_model import _parse_model_repository
 from merlin.table import TensorTable
 
 from t4r_app.serve.export import RUN_COPY, place_on_device
-from t4r_app.serve.protocol import MOVIE_IDS, OFFSETS_INPUT, SCORES, VALUES_INPUT, merge_requests, request_problem
+from t4r_app.serve.contract import MOVIE_IDS, OFFSETS_INPUT, SCORES, VALUES_INPUT, merge_requests, request_problem
 
 
 class TritonPythonModel(MerlinExecutorModel):

@@ -31,7 +31,7 @@ from google.protobuf import text_format
 
 from t4r_app.errors import ServeError
 from t4r_app.serve.export import EXPORT_INFO, gpu_problem
-from t4r_app.serve.protocol import ENSEMBLE_NAME
+from t4r_app.serve.contract import ENSEMBLE_NAME
 from t4r_app.serve.versions import ADMIN_HEADER, admin_key
 
 DEFAULT_HOST = "127.0.0.1"

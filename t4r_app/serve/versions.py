@@ -28,7 +28,7 @@ from pathlib import Path
 
 from t4r_app.errors import ExportError, ServerError
 from t4r_app.serve.export import EXPORT_INFO, export_run
-from t4r_app.serve.protocol import CATALOGUE_MODEL, ENSEMBLE_NAME
+from t4r_app.serve.contract import CATALOGUE_MODEL, ENSEMBLE_NAME
 
 ADMIN_KEY_FILE = "admin_key"
 ADMIN_HEADER = "admin-key"
