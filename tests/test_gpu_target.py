@@ -22,7 +22,7 @@ from t4r_app.data.item_sequences import read_split
 from t4r_app.errors import ServeError
 from t4r_app.model.saved_run import load_run
 from t4r_app.serve.ensemble_ops import MODEL_FILE, PredictTopK
-from t4r_app.serve.export import EXPORT_INFO, RUN_COPY, TARGETS, default_target, export_run, load_exported, retrace
+from t4r_app.serve.export import EXPORT_INFO, RUN_COPY, TARGETS, export_run, load_exported, retrace
 from t4r_app.serve.contract import ENSEMBLE_NAME
 from t4r_app.serve.recommender import Recommender
 from t4r_app.serve.triton_client import TritonRecommender
@@ -119,8 +119,13 @@ def test_the_carried_run_files_rebuild_the_exported_model(repositories, tiny_run
         retrace(_artifacts(repositories["cpu"]), "cpu")
 
 
-def test_default_target_follows_the_machine():
-    assert default_target() == ("gpu" if HAS_CUDA else "cpu")
+def test_an_export_without_a_target_answers_on_the_machine_it_was_made_on(tiny_run, sessions, tmp_path):
+    repository = export_run(tiny_run, tmp_path / "default", top_k=TOP_K)  # no --target: this machine's
+    output = load_exported(repository).transform(pd.DataFrame({"movieIndices": sessions[:20]}))
+    expected = Recommender(load_run(tiny_run)).recommend(sessions[:20], top_k=TOP_K)
+    assert [list(row)[: len(want.movies)] for row, want in zip(output["movie_ids"], expected)] == [
+        want.movies for want in expected
+    ]
 
 
 @without_cuda

@@ -87,24 +87,25 @@ def test_title_vectors_are_cached_and_only_changed_titles_encoded_again(themed_d
     # A sentence encoder: films of one theme are closer to each other than to the other theme's.
     assert _mean_cosine(titles.vectors, space, space) > _mean_cosine(titles.vectors, space, cooking) + 0.1
 
-    # A cached vector is read back, not encoded again: a marked one comes back marked...
+    # A cached vector is read back, not encoded again: a marked one comes back marked (in a copy:
+    # the shared data is never written, so a failure here cannot leak into other tests)...
+    marked_dir, changed = tmp_path / "marked", tmp_path / "changed"
+    for folder in (marked_dir, changed):
+        folder.mkdir()
+        for name in ("item_mapping.parquet", CACHE_FILE):
+            (folder / name).write_bytes((themed_data / name).read_bytes())
     cache = dict(np.load(themed_data / CACHE_FILE))
-    marked = cache["vectors"].copy()
-    marked[:, :] = 0.5
-    np.savez(themed_data / CACHE_FILE, **{**cache, "vectors": marked})
-    assert np.allclose(load_title_vectors(themed_data, vocabulary, progress=False).vectors[space], 0.5)
+    for folder in (marked_dir, changed):
+        np.savez(folder / CACHE_FILE, **{**cache, "vectors": np.full_like(cache["vectors"], 0.5)})
+    assert np.allclose(load_title_vectors(marked_dir, vocabulary, progress=False).vectors[space], 0.5)
     # ...and a changed title is encoded again, alone.
-    changed = tmp_path / "data"
-    for name in ("item_mapping.parquet", CACHE_FILE):
-        (changed / name).parent.mkdir(parents=True, exist_ok=True)
-        (changed / name).write_bytes((themed_data / name).read_bytes())
     mapping = pd.read_parquet(changed / "item_mapping.parquet")
     mapping.loc[mapping["item_id"] == space[0], "title"] = "A Documentary about Volcanoes"
     mapping.to_parquet(changed / "item_mapping.parquet")
     again = load_title_vectors(changed, vocabulary, progress=False)
     assert np.allclose(again.vectors[space[1:]], 0.5)
     assert np.isclose(np.linalg.norm(again.vectors[space[0]]), 1.0, atol=1e-5)
-    np.savez(themed_data / CACHE_FILE, **cache)
+    assert np.array_equal(np.load(themed_data / CACHE_FILE)["vectors"], cache["vectors"])  # the shared cache untouched
 
 
 def test_init_starts_the_item_table_from_the_titles(themed_data):
