@@ -133,6 +133,20 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     return run_dir
 
 
+FOUR_EPOCHS = ["train.epochs=4", "train.patience=0", "train.keep_checkpoints=4"]
+
+
+@pytest.fixture(scope="session")
+def four_epoch_run(tiny_data, tmp_path_factory) -> Path:
+    """Four epochs on tiny_data, every checkpoint kept: the uninterrupted run that the resume and
+    the kill tests compare with (shared: read, never written)."""
+    from t4r_app.train.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "four_epochs"
+    train(tiny_config(*FOUR_EPOCHS), tiny_data, run_dir, progress=False)
+    return run_dir
+
+
 @pytest.fixture
 def tiny_run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     """This test's own copy of tiny_run, to write into (evaluate writes eval.json, report.md)."""

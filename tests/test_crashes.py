@@ -10,6 +10,7 @@ it refuses the partial output with a message that says how to recover, and the r
 from __future__ import annotations
 
 import csv
+import json
 import hashlib
 import os
 import signal
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import TINY_MODEL, read_split, run, tiny_config
+from conftest import FOUR_EPOCHS, TINY_MODEL, read_split, run, tiny_config
 
 from t4r_app.input_layout.synthetic import GenerationSpec, generate_dataset
 from t4r_app.errors import PreprocessError, RunError, TrainingError
@@ -100,12 +101,12 @@ def test_preprocess_killed_in_the_dask_stage_is_refused_and_a_rerun_is_identical
     }
 
 
-def test_train_killed_while_checkpointing_refuses_and_resumes_to_the_same_metrics(tiny_data, tmp_path):
-    overrides = ["train.epochs=4", "train.patience=0", "train.keep_checkpoints=4"]
-    straight = train(tiny_config(*overrides), tiny_data, tmp_path / "straight", progress=False)
-    steps = len(list((tmp_path / "straight" / "checkpoints").glob("checkpoint-*")))
+def test_train_killed_while_checkpointing_refuses_and_resumes_to_the_same_metrics(tiny_data, four_epoch_run, tmp_path):
+    overrides = FOUR_EPOCHS
+    straight = json.loads((four_epoch_run / "metrics.json").read_text())
+    steps = len(list((four_epoch_run / "checkpoints").glob("checkpoint-*")))
     assert steps == 4
-    epoch = min(int(p.name.split("-")[1]) for p in (tmp_path / "straight" / "checkpoints").glob("checkpoint-*"))
+    epoch = min(int(p.name.split("-")[1]) for p in (four_epoch_run / "checkpoints").glob("checkpoint-*"))
 
     run_dir = tmp_path / "killed"
     second = run_dir / "checkpoints" / f"checkpoint-{2 * epoch}"
@@ -127,9 +128,9 @@ def test_train_killed_while_checkpointing_refuses_and_resumes_to_the_same_metric
 
     resumed = train(tiny_config(*overrides), tiny_data, run_dir, resume=True, progress=False)
     assert resumed.epochs_run == 4
-    assert resumed.best_valid_ndcg == straight.best_valid_ndcg
-    assert resumed.best_epoch == straight.best_epoch
-    assert _validation_ndcgs(run_dir) == _validation_ndcgs(tmp_path / "straight")
+    assert resumed.best_valid_ndcg == straight["best_valid_ndcg"]
+    assert resumed.best_epoch == straight["best_epoch"]
+    assert _validation_ndcgs(run_dir) == _validation_ndcgs(four_epoch_run)
     load_run(run_dir)  # complete now
 
 

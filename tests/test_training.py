@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import FOUR_EPOCHS, tiny_config
 from transformers import TrainerCallback
 
 from t4r_app.errors import TrainingError
@@ -62,19 +62,18 @@ def _final_weights(run_dir):
     return torch.load(run_dir / MODEL_DIR / WEIGHTS)
 
 
-def test_same_seed_same_run_and_resume_continues_exactly(tiny_data, tmp_path):
-    config = tiny_config("train.epochs=4", "train.patience=0")
-    straight = train(config, tiny_data, tmp_path / "a", progress=False)
+def test_same_seed_same_run_and_resume_continues_exactly(tiny_data, four_epoch_run, tmp_path):
+    config = tiny_config(*FOUR_EPOCHS)
     again = train(config, tiny_data, tmp_path / "b", progress=False)
-    assert again.best_valid_ndcg == straight.best_valid_ndcg
-    assert [r["valid_ndcg@10"] for r in _log(tmp_path / "a")] == [r["valid_ndcg@10"] for r in _log(tmp_path / "b")]
+    assert again.best_valid_ndcg == json.loads((four_epoch_run / "metrics.json").read_text())["best_valid_ndcg"]
+    assert [r["valid_ndcg@10"] for r in _log(four_epoch_run)] == [r["valid_ndcg@10"] for r in _log(tmp_path / "b")]
 
     interrupted = train(config, tiny_data, tmp_path / "c", progress=False, callbacks=[_StopAfter(2)])
     assert interrupted.epochs_run == 2
     resumed = train(config, tiny_data, tmp_path / "c", resume=True, progress=False)
     assert resumed.epochs_run == 4
-    assert [r["valid_ndcg@10"] for r in _log(tmp_path / "c")] == [r["valid_ndcg@10"] for r in _log(tmp_path / "a")]
-    a, c = _final_weights(tmp_path / "a"), _final_weights(tmp_path / "c")
+    assert [r["valid_ndcg@10"] for r in _log(tmp_path / "c")] == [r["valid_ndcg@10"] for r in _log(four_epoch_run)]
+    a, c = _final_weights(four_epoch_run), _final_weights(tmp_path / "c")
     assert all(torch.allclose(a[name], c[name], atol=1e-6) for name in a)
 
 
