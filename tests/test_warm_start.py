@@ -62,3 +62,17 @@ def test_an_update_is_judged_on_the_users_who_came_back_and_on_its_new_movies(ti
     new = results.splits["test"].slices["new"]
     assert new.rows == 60 and {"model", "most_popular", "markov"} <= set(new.scorers)
     assert "new" not in evaluate_results(tiny_run, splits=("test",), progress=False).splits["test"].slices
+
+
+def test_evaluate_against_prints_the_served_and_the_updated_model_side_by_side(tiny_run, day2_run, tmp_path, capsys):
+    import shutil
+
+    from t4r_app.cli import main
+
+    run_copy = shutil.copytree(day2_run, tmp_path / "run")  # evaluate writes eval.json into the run
+    assert main(["evaluate", "--run", str(run_copy), "--against", str(tiny_run), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "new movies (since the kept vocabulary): 60" in printed  # evaluate's own slice
+    assert f"against {tiny_run} (before the update):" in printed
+    assert "newest sessions  60 of" in printed and "(60 of them to a new movie)" in printed
+    assert "served model     HR@10 0.0000" in printed
