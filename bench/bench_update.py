@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import statistics
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
@@ -41,6 +42,7 @@ RESULT = Path(__file__).resolve().parent / "results" / "update.json"
 OVERRIDES = ["model.title_embeddings=feature"]
 WARM_OVERRIDES = ["train.min_epochs=0"]
 GOAL_SHARE = 0.25
+REUSED: list[str] = []  # runs trained by an earlier invocation on the same --work
 SLICE_SCORERS = ("model", "most_popular", "title_popularity")
 
 
@@ -64,6 +66,12 @@ def prepare(work: Path, quantile: float) -> tuple[Path, Path]:
 
 
 def train(data: Path, run_dir: Path, seed: int, *extra: str) -> None:
+    """One training run; a run that finished in an earlier invocation on the same --work is reused
+    (and listed in the report)."""
+    if (run_dir / "metrics.json").is_file():
+        REUSED.append(run_dir.name)
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run killed midway starts again
     app("train", "--config", str(DEFAULT_CONFIG), "--data", str(data), "--output", str(run_dir), "--quiet",
         *OVERRIDES, f"seed={seed}", *extra, threads=1, log=run_dir.with_suffix(".train.log"))
 
@@ -118,11 +126,18 @@ def main() -> None:
     parser.add_argument("--quantile", type=float, default=0.9, help="day 1 ends at this quantile of the timestamps")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time, one torch thread each")
     parser.add_argument("--extra", nargs="*", default=[], help="more key=value overrides for every run (a quick check)")
+    parser.add_argument("--warm-extra", nargs="*", default=[],
+                        help="more key=value overrides for the warm starts only (e.g. a lower learning rate); the "
+                             "runs already finished in --work (day 1, from scratch) are reused")
     args = parser.parse_args()
     measured = commit()
     day1, day2 = prepare(args.work, args.quantile)
     runs = args.work / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    warm_name = "warm" + "".join("-" + item.split(".")[-1].replace("=", "") for item in args.warm_extra)
+
+    def run_path(kind: str, seed: int) -> Path:
+        return runs / f"{warm_name if kind == 'warm' else kind}-seed{seed}"
     values: dict[tuple[str, int], dict] = {}
     lock = Lock()
 
@@ -132,11 +147,12 @@ def main() -> None:
             pending.append(pool.submit(one, "warm", seed))
 
     def one(kind: str, seed: int) -> None:
-        run_dir = runs / f"{kind}-seed{seed}"
+        run_dir = run_path(kind, seed)
         if kind == "scratch":
             train(day2, run_dir, seed, *args.extra)
         else:
-            train(day2, run_dir, seed, *WARM_OVERRIDES, *args.extra, "--init-from", str(runs / f"day1-seed{seed}"))
+            train(day2, run_dir, seed, *WARM_OVERRIDES, *args.extra, *args.warm_extra,
+                  "--init-from", str(runs / f"day1-seed{seed}"))
         result = run_values(run_dir)
         from t4r_app.serve.update_check import compare_update
 
@@ -161,7 +177,7 @@ def main() -> None:
     scratch_valid = [run["valid_full_ndcg@10"] for run in scratch]
     spread = statistics.stdev(scratch_valid) if len(scratch_valid) > 1 else 0.0
     target = statistics.fmean(scratch_valid) - spread
-    reached = [time_to(validation_log(runs / f"warm-seed{seed}"), target) for seed in args.seeds]
+    reached = [time_to(validation_log(run_path("warm", seed)), target) for seed in args.seeds]
     scratch_seconds = statistics.fmean(run["train_seconds"] for run in scratch)
     if all(r["seconds"] is not None for r in reached):
         warm_seconds = statistics.fmean(r["seconds"] for r in reached)
@@ -178,7 +194,8 @@ def main() -> None:
         "commit": measured,
         "seeds": args.seeds,
         "overrides": OVERRIDES + args.extra,
-        "warm_overrides": WARM_OVERRIDES,
+        "warm_overrides": WARM_OVERRIDES + args.warm_extra,
+        "reused_runs": sorted(REUSED),  # trained by an earlier invocation on the same --work (same seeds and settings)
         "cut": cut,
         "day2_items_new": day2_stats.get("items_new"),
         "target_valid_ndcg@10": round(target, 4),
@@ -222,7 +239,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     reached = report["warm_seconds_to_target"]
-    for side, label, to_target in (("scratch", "from scratch", ""), ("warm", "warm start (--init-from day 1)", reached)):
+    for side, label, to_target in (("scratch", "from scratch", ""), ("warm", f"warm start (--init-from day 1; {' '.join(report['warm_overrides'])})", reached)):
         new_hr = " / ".join(cell(side, f"{name}_test_new_full_hr@10") for name in SLICE_SCORERS)
         lines.append(
             f"| {label} | {count(side, 'epochs_run')} ({count(side, 'best_epoch')}) | {count(side, 'train_seconds')} | "
