@@ -22,7 +22,12 @@ from pathlib import Path
 from bench import bench_predict, bench_quality, bench_serve, bench_update
 
 # Which benchmark renders a result file, by the file's stem; the quality files are the rest.
-RENDERERS = {"serve": bench_serve.markdown, "predict": bench_predict.markdown, "update": bench_update.markdown}
+RENDERERS = {
+    "serve": bench_serve.markdown,
+    "predict": bench_predict.markdown,
+    "update": bench_update.markdown,
+    "update-warm-lr0.001": bench_update.markdown,
+}
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

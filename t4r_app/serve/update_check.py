@@ -87,7 +87,7 @@ def compare_update(old_run: str | Path, new_run: str | Path, old_data: str | Pat
 
     def ndcg(name: str) -> float:  # one target: 1 / log2(rank + 1) in the top k, else 0
         values = ranks[name].astype(np.float64)
-        return round(float(np.where(values > 0, 1.0 / np.log2(values + 1.0), 0.0).mean()), 4) if len(values) else 0.0
+        return round(float(np.where(values > 0, 1.0 / np.log2(np.maximum(values, 1.0) + 1.0), 0.0).mean()), 4) if len(values) else 0.0
 
     return UpdateQuality(
         k=k,
