@@ -16,7 +16,9 @@ from t4r_app.evaluate.protocol import EvalSet, evaluate_run, evaluate_scorer, ma
 from t4r_app.model.architecture import vocabulary_size
 from t4r_app.model.saved_run import load_run
 
-pytestmark = pytest.mark.slow  # demo_run trains the demo configuration: minutes
+# demo_run trains the demo configuration 100 epochs (about 7 minutes): `make test-quality`, which CI
+# runs after `make test`, so that `make test` stays a few minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.quality]
 
 
 def test_model_beats_most_popular_and_markov_on_test(demo_run):
