@@ -47,11 +47,11 @@ def _raw_sessions(data_dir: Path) -> tuple[np.ndarray, list[list[int]]]:
     return test.users, [[movie_of_item[item] for item in test.items.row(i)] for i in range(len(test.users))]
 
 
-def newest_rows(old_data: Path, new_data: Path) -> np.ndarray:
-    """Mask over ``new_data``'s test rows: the user's test sequence is not the one in ``old_data``."""
+def _came_back(old_data: Path, users: np.ndarray, sessions: list[list[int]]) -> np.ndarray:
+    """Mask over the new data's test rows (``users``, ``sessions``): the user's test sequence is
+    not the one in ``old_data``."""
     old_users, old_sessions = _raw_sessions(old_data)
     before = {int(user): session for user, session in zip(old_users, old_sessions)}
-    users, sessions = _raw_sessions(new_data)
     return np.array([before.get(int(user)) != session for user, session in zip(users, sessions)], dtype=bool)
 
 
@@ -74,8 +74,8 @@ def compare_update(old_run: str | Path, new_run: str | Path, old_data: str | Pat
     from t4r_app.serve.recommender import Recommender
 
     old_data, new_data = Path(old_data), Path(new_data)
-    newest = newest_rows(old_data, new_data)
-    _, sessions = _raw_sessions(new_data)
+    users, sessions = _raw_sessions(new_data)
+    newest = _came_back(old_data, users, sessions)
     chosen = [session for session, keep in zip(sessions, newest) if keep]
     known_before = set(pd.read_parquet(old_data / ITEM_MAPPING)["movie_index"].tolist())
     new_target = np.array([session[-1] not in known_before for session in chosen], dtype=bool)

@@ -15,15 +15,15 @@ from t4r_app.plotting import pyplot
 LOG_FILE = "training_log.csv"
 CURVES_FILE = "training_curves.png"
 COLUMNS = ["epoch", "step", "train_loss", "learning_rate", "valid_loss", "valid_ndcg@10", "valid_hr@10", "elapsed_s"]
+ELAPSED = "elapsed_s"  # seconds of training when the entry was logged (TrainingLog adds it)
 _SOURCES = {
     "train_loss": "loss",
     "learning_rate": "learning_rate",
     "valid_loss": "eval_/loss",
     "valid_ndcg@10": MONITOR_METRIC,
     "valid_hr@10": trainer_metric("recall"),
+    ELAPSED: ELAPSED,
 }
-ELAPSED = "elapsed_s"  # seconds of training when the entry was logged (TrainingLog adds it)
-_SOURCES[ELAPSED] = ELAPSED
 
 
 def history_rows(log_history: list[dict]) -> list[dict]:
