@@ -56,11 +56,11 @@ def prepare(work: Path, quantile: float) -> tuple[Path, Path]:
     if not (day2 / "stats.json").is_file():
         app("preprocess", "--config", str(DEFAULT_CONFIG), "--input", str(raw), "--output", str(day2),
             "--vocabulary-from", str(day1))
-    for data in (day1, day2):  # encoded once here, not by two trainings at the same time
-        from t4r_app.data.title_vectors import load_title_vectors
-        from t4r_app.model.architecture import vocabulary_size
-        from t4r_app.model.saved_run import load_schema
+    from t4r_app.data.title_vectors import load_title_vectors
+    from t4r_app.model.architecture import vocabulary_size
+    from t4r_app.model.saved_run import load_schema
 
+    for data in (day1, day2):  # encoded once here, not by two trainings at the same time
         load_title_vectors(data, vocabulary_size(load_schema(data / "train")), progress=False)
     return day1, day2
 
