@@ -66,7 +66,7 @@ def scrape(metrics_url: str) -> dict[str, float]:
 
 
 class Traffic:
-    """One client thread's requests: a mix of protocols, sizes and malformed requests."""
+    """One client thread's requests: a mix of transports, sizes and malformed requests."""
 
     def __init__(self, server: TritonServer, sessions: list[list[int]], malformed: float, seed: int):
         import tritonclient.grpc as grpcclient
@@ -86,8 +86,8 @@ class Traffic:
             client.close()
         self.clients.clear()  # let the clients go in this thread: the HTTP one's pool is tied to it
 
-    def _inputs(self, protocol: str, values: np.ndarray, offsets: np.ndarray, values_type: str = "INT64"):
-        module = self.modules[protocol]
+    def _inputs(self, transport: str, values: np.ndarray, offsets: np.ndarray, values_type: str = "INT64"):
+        module = self.modules[transport]
         values, offsets = values[None], offsets[None]  # one batch row a request: the ensemble batches requests
         tensors = [module.InferInput(VALUES_INPUT, list(values.shape), values_type), module.InferInput(OFFSETS_INPUT, list(offsets.shape), "INT32")]
         tensors[0].set_data_from_numpy(values)
@@ -96,7 +96,7 @@ class Traffic:
 
     def one(self) -> dict:
         """Send one request; what it was, how long it took and whether it went as it should."""
-        protocol = self.random.choice(("http", "grpc"))
+        transport = self.random.choice(("http", "grpc"))
         size = BIG_REQUEST if self.random.random() < 0.25 else 1
         start = self.random.randrange(len(self.sessions) - size)
         values, offsets = encode_request(self.sessions[start : start + size])
@@ -112,20 +112,20 @@ class Traffic:
             elif kind == "too_many_sessions":
                 values, offsets = encode_request([[1]] * (MAX_SESSIONS_PER_REQUEST + 1))
         dtype = "FP32" if kind == "wrong_dtype" else "INT64"
-        inputs = self._inputs(protocol, values.astype(np.float32) if kind == "wrong_dtype" else values, offsets, dtype)
+        inputs = self._inputs(transport, values.astype(np.float32) if kind == "wrong_dtype" else values, offsets, dtype)
         started = time.perf_counter()
         error = None
         try:
-            result = self.clients[protocol].infer(ENSEMBLE_NAME, inputs)
+            result = self.clients[transport].infer(ENSEMBLE_NAME, inputs)
             movies, scores = result.as_numpy(MOVIE_IDS), result.as_numpy(SCORES)
             answer_shape = (1, size, TOP_K)  # one batch row a request: the ensemble batches requests
             ok = kind == "valid" and movies.shape == answer_shape and scores.shape == answer_shape
             if not ok:
                 error = f"answered {kind} request with shape {movies.shape}"
-        except Exception as failure:  # tritonclient raises its own exception type per protocol
+        except Exception as failure:  # tritonclient raises its own exception type per transport
             ok = kind != "valid"
             error = None if ok else str(failure)[:300]
-        return {"end": time.perf_counter(), "latency": time.perf_counter() - started, "kind": kind, "protocol": protocol, "sessions": size, "ok": ok, "error": error}
+        return {"end": time.perf_counter(), "latency": time.perf_counter() - started, "kind": kind, "transport": transport, "sessions": size, "ok": ok, "error": error}
 
 
 def drive(server: TritonServer, sessions, concurrency: int, seconds: float, malformed: float, seed: int = 0) -> list[dict]:
@@ -302,7 +302,7 @@ def main() -> None:
     report.update(
         seconds=round(elapsed, 1),
         overall=client,
-        by_protocol={p: summarise([r for r in records if r["protocol"] == p], elapsed) for p in ("http", "grpc")},
+        by_transport={p: summarise([r for r in records if r["transport"] == p], elapsed) for p in ("http", "grpc")},
         by_size={str(s): summarise([r for r in records if r["sessions"] == s and r["kind"] == "valid"], elapsed) for s in (1, BIG_REQUEST)},
         malformed_by_kind={k: sum(r["kind"] == k for r in records) for k in MALFORMED_KINDS},
         failure_examples=sorted({r["error"] for r in records if r["error"]})[:5],

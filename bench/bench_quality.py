@@ -66,7 +66,7 @@ REFERENCE_HEAD = ["model.output_transform=true", "model.output_bias=true"]
 VARIANTS: dict[str, list[str]] = {
     "default (bert4rec)": [],
     "sasrec": ["model.architecture=sasrec"],
-    "temporal split (bert4rec)": ["split.protocol=temporal"],
+    "temporal split (bert4rec)": ["split.rule=temporal"],
 }
 # The levers measured on MovieLens-100K before the large-catalogue work, one seed each then
 # (git history has those figures); ``--dataset ml-100k-levers`` measures them again with seeds.

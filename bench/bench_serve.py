@@ -51,7 +51,7 @@ from t4r_app.serve.triton_server import TritonServer, free_port
 
 TOP_K = 10
 BIG_REQUEST = 64
-# (protocol, sessions per request, concurrency) of the project-client load tests
+# (transport, sessions per request, concurrency) of the project-client load tests
 CLIENT_TESTS = (("http", 1, 1), ("grpc", 1, 1), ("http", 1, 8), ("http", BIG_REQUEST, 1), ("http", BIG_REQUEST, 2))
 PERF_TESTS = ((1, 1), (1, 8), (BIG_REQUEST, 1))  # (sessions per request, concurrency), HTTP
 
@@ -75,17 +75,17 @@ def requests_of(sessions: list[list[int]], size: int) -> list[list[list[int]]]:
     return [sessions[start : start + size] for start in range(0, len(sessions) - size + 1, size)]
 
 
-def load_test(server: TritonServer, run_dir: Path, sessions, protocol: str, size: int, concurrency: int, seconds: float) -> dict:
+def load_test(server: TritonServer, run_dir: Path, sessions, transport: str, size: int, concurrency: int, seconds: float) -> dict:
     """``concurrency`` clients sending ``size``-session requests for ``seconds``, every latency recorded."""
     requests = requests_of(sessions, size)
-    address = server.http_url if protocol == "http" else server.grpc_url
+    address = server.http_url if transport == "http" else server.grpc_url
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def worker(offset: int) -> None:
-        client = TritonRecommender(address, run_dir, protocol)
+        client = TritonRecommender(address, run_dir, transport)
         client.recommend(requests[0], top_k=TOP_K)  # reads the catalogue once, outside the timings
         mine, index = [], offset
         try:
@@ -107,7 +107,7 @@ def load_test(server: TritonServer, run_dir: Path, sessions, protocol: str, size
     started = time.perf_counter()
     run_concurrently(worker, concurrency)
     summary = summarise(latencies, failures[0], time.perf_counter() - started, size)
-    return {"protocol": protocol, "sessions_per_request": size, "concurrency": concurrency, **summary}
+    return {"transport": transport, "sessions_per_request": size, "concurrency": concurrency, **summary}
 
 
 def in_process(run_dir: Path, sessions: list[list[int]], seconds: float) -> dict:
@@ -191,10 +191,10 @@ def through_triton(work: Path, repository: Path, run_dir: Path, sessions, second
     with TritonServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as server:
         result["server_rss_mb_loaded"] = server.rss_mb()
         load_test(server, run_dir, sessions, "http", 1, 1, 3.0)  # warm-up
-        for protocol, size, concurrency in CLIENT_TESTS:
+        for transport, size, concurrency in CLIENT_TESTS:
             before = server_statistics(server)
-            test = load_test(server, run_dir, sessions, protocol, size, concurrency, seconds)
-            if (protocol, size, concurrency) == ("http", 1, 1):
+            test = load_test(server, run_dir, sessions, transport, size, concurrency, seconds)
+            if (transport, size, concurrency) == ("http", 1, 1):
                 result["one_session_http_split"] = server_share(before, server_statistics(server), test["mean_ms"])
             result["client"].append(test)
             print("  triton:", json.dumps(test), flush=True)
@@ -236,7 +236,7 @@ def measure_catalogue(movies: int, work: Path, target: str, seconds: float, inst
     print(f"{movies} movies, breakdown:", json.dumps(entry["breakdown"]), flush=True)
     entry["triton"] = through_triton(work, repository, run_dir, sessions, seconds)
     entry["without_dynamic_batching"] = without_dynamic_batching(work, run_dir, sessions, target, seconds, instances)
-    one = next(t for t in entry["triton"]["client"] if (t["protocol"], t["sessions_per_request"], t["concurrency"]) == ("http", 1, 1))
+    one = next(t for t in entry["triton"]["client"] if (_transport(t), t["sessions_per_request"], t["concurrency"]) == ("http", 1, 1))
     entry["p50_ratio_triton_http_over_in_process"] = round(one["p50_ms"] / entry["in_process"]["sessions_1"]["p50_ms"], 2)
     return entry
 
@@ -270,6 +270,11 @@ if __name__ == "__main__":
     main()
 
 
+def _transport(test: dict) -> str:
+    """http or grpc; result files written before the word was settled call it "protocol"."""
+    return test["transport"] if "transport" in test else test["protocol"]
+
+
 def _row(path: str, result: dict) -> str:
     if "error" in result:
         return f"| {path} | {result['sessions_per_request']} | {result['concurrency']} | no stable measurement | | |"
@@ -298,7 +303,7 @@ def markdown(report: dict) -> str:
         ]
         for size, result in entry["in_process"].items():
             lines.append(_row("in process (`Recommender`)", {"sessions_per_request": int(size.split("_")[1]), "concurrency": 1, **result}))
-        lines += [_row(f"Triton, project client, {t['protocol'].upper()}", t) for t in triton["client"]]
+        lines += [_row(f"Triton, project client, {_transport(t).upper()}", t) for t in triton["client"]]
         lines += [_row("Triton, perf_analyzer, HTTP", t) for t in triton["perf_analyzer"]]
         lines += [_row("Triton without dynamic batching, project client, HTTP", t) for t in entry.get("without_dynamic_batching", [])]
         split, steps = triton["one_session_http_split"], entry["breakdown"]

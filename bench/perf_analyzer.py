@@ -82,15 +82,15 @@ def write_input_data(requests: list[list[list[int]]], path: Path) -> Path:
 
 
 def measure(
-    work: Path, address: str, protocol: str, input_data: Path, concurrency: int, interval_ms: int = 5000, timeout: float = 300
+    work: Path, address: str, transport: str, input_data: Path, concurrency: int, interval_ms: int = 5000, timeout: float = 300
 ) -> dict:
     """One perf_analyzer run at ``concurrency``: throughput, latency percentiles and its server-side split (ms)."""
-    report = work / f"perf_{protocol}_{input_data.stem}_c{concurrency}.csv"
+    report = work / f"perf_{transport}_{input_data.stem}_c{concurrency}.csv"
     command = [
         str(binary()),
         "-m", ENSEMBLE_NAME,
         "-u", address,
-        "-i", protocol,
+        "-i", transport,
         "--input-data", str(input_data),
         "--concurrency-range", f"{concurrency}:{concurrency}",
         "--measurement-interval", str(interval_ms),

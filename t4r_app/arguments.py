@@ -144,7 +144,7 @@ class ConfigOptions:
     reads_config: ClassVar[bool] = True
     config: str | None = option("YAML config file (defaults apply to every key it leaves out)", None)
     overrides: list[str] = option(
-        "config overrides such as split.protocol=temporal or on_bad_record=skip",
+        "config overrides such as split.rule=temporal or on_bad_record=skip",
         metavar="key=value",
         factory=list,
         positional=True,
@@ -411,11 +411,13 @@ class PredictArgs(ClientOptions):
     summary: ClassVar[str] = "top-k next movies for sessions in a JSON-lines or parquet file"
     description: ClassVar[str] = (
         'Reads sessions, one per line: {"session_id": ..., "movieIndices": [raw ids, oldest first]} '
-        "(or a parquet file with those columns), appends [MASK] after each session's last movie and "
+        "(or a parquet file with those columns), scores the movie after each session's last (BERT4Rec: "
+        "a [MASK] appended there) and "
         'writes {"session_id", "movieIndices": [top-k raw ids], "scores", "titles"} per line. '
         "Unknown movie ids are left out and listed in 'unknown_movies'; a session with no known "
         "movie gets the most popular movies and 'fallback': 'most_popular'; long sessions keep "
-        "their most recent max_seq_length - 1 movies. Each line records 'exclude_seen': whether the "
+        "their most recent movies, as many as the model reads (BERT4Rec: max_seq_length - 1, room left "
+        "for [MASK]; SASRec: max_seq_length). Each line records 'exclude_seen': whether the "
         "session's own movies were left out (see --exclude-seen)."
     )
     input: Path = option("sessions .jsonl or .parquet")

@@ -71,7 +71,10 @@ class PreprocessConfig:
 
 @dataclass
 class SplitConfig:
-    protocol: Literal["leave_one_out", "temporal"] = _field(
+    # Keys renamed since: older configs (every saved config.yaml) still load, with a warning.
+    renamed: typing.ClassVar[dict[str, str]] = {"protocol": "rule"}
+
+    rule: Literal["leave_one_out", "temporal"] = _field(
         "leave_one_out",
         "leave_one_out: last item tests, second-to-last validates (BERT4Rec). temporal: global "
         "time cut-offs; items before a cut-off are the input, the first one after it the target.",
@@ -394,6 +397,26 @@ def _drop_retired(cls: type, values: dict, path: str) -> dict:
     return {key: value for key, value in values.items() if key not in retired}
 
 
+def _rename_moved(cls: type, values: dict, path: str) -> dict:
+    renamed = getattr(cls, "renamed", {})
+    for old in renamed.keys() & values.keys():
+        new = renamed[old]
+        if new in values:
+            raise ConfigError(f"{path}.{old} and {path}.{new} are the same setting (its old and new name): keep {path}.{new}")
+        warnings.warn(f"{path}.{old} is now {path}.{new}; read as such", FutureWarning, stacklevel=4)
+    return {renamed.get(key, key): value for key, value in values.items()}
+
+
+def renamed_paths(cls: type = AppConfig, prefix: str = "") -> dict[str, str]:
+    """Every old dotted path of a renamed key, mapped to its new path (``split.protocol`` -> ``split.rule``)."""
+    hints = typing.get_type_hints(cls)
+    paths = {f"{prefix}{old}": f"{prefix}{new}" for old, new in getattr(cls, "renamed", {}).items()}
+    for spec in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[spec.name]):
+            paths.update(renamed_paths(hints[spec.name], f"{prefix}{spec.name}."))
+    return paths
+
+
 def _build(cls: type, values: Any, path: str) -> Any:
     if values is None:
         values = {}
@@ -401,7 +424,7 @@ def _build(cls: type, values: Any, path: str) -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
     specs = {spec.name: spec for spec in dataclasses.fields(cls)}
-    values = _drop_retired(cls, values, path)
+    values = _rename_moved(cls, _drop_retired(cls, values, path), path)
     for key in values:
         if key not in specs:
             where = f"{path}.{key}" if path else key
@@ -435,6 +458,11 @@ def _resolve_override_path(key: str) -> str:
     paths = leaf_paths()
     if key in paths:
         return key
+    moved = {old: new for old, new in renamed_paths().items() if key in (old, old.rsplit(".", 1)[-1])}
+    if len(moved) == 1:
+        ((old, new),) = moved.items()
+        warnings.warn(f"{old} is now {new}; read as such", FutureWarning, stacklevel=4)
+        return new
     # A bare field name is accepted when it names exactly one field (on_bad_record=skip).
     matches = [path for path in paths if path.rsplit(".", 1)[-1] == key]
     if len(matches) == 1:

@@ -57,6 +57,40 @@ def read_split(data_dir: Path, name: str) -> pd.DataFrame:
     return frame.sort_values(key).reset_index(drop=True)
 
 
+# ---------------------------------------------------------------- shared fixtures stay as made
+
+# Session fixtures' folders, each with its fingerprint when it was made. Tests run as root here,
+# so read-only permissions would not stop a write: instead every test is checked afterwards.
+_SHARED: dict[Path, list] = {}
+
+
+def _fingerprint(folder: Path) -> list:
+    return sorted((str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in folder.rglob("*") if f.is_file())
+
+
+def shared(folder: Path) -> Path:
+    """Mark a session fixture's folder as shared: a test that changes anything in it fails."""
+    _SHARED[Path(folder)] = _fingerprint(Path(folder))
+    return folder
+
+
+def changed_shared_folders() -> list[Path]:
+    """The shared folders changed since they were made or last blamed (each blamed once)."""
+    changed = [folder for folder, before in _SHARED.items() if _fingerprint(folder) != before]
+    for folder in changed:
+        _SHARED[folder] = _fingerprint(folder)  # blame this test, not every test after it
+    return changed
+
+
+@pytest.fixture(autouse=True)
+def _shared_fixtures_stay_unchanged():
+    yield
+    changed = changed_shared_folders()
+    if changed:
+        pytest.fail(f"this test wrote into shared fixture folders {[str(f) for f in changed]}: "
+                    "copy them first (tiny_run_copy) or write under tmp_path")
+
+
 def movie_of_item(data_dir: Path) -> dict[int, int]:
     mapping = pd.read_parquet(Path(data_dir) / "item_mapping.parquet")
     return dict(zip(mapping["item_id"], mapping["movie_index"]))
@@ -119,7 +153,9 @@ def tiny_data(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny")
     spec = GenerationSpec(users=400, movies=60, seed=3, mean_interactions=25)
-    return run_pipeline(load_config(None, ["max_seq_length=20"]), root / "raw", root / "data", None, generate=spec).data_dir
+    data_dir = run_pipeline(load_config(None, ["max_seq_length=20"]), root / "raw", root / "data", None, generate=spec).data_dir
+    shared(root)  # the raw input and the data
+    return data_dir
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +166,7 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), tiny_data, run_dir, progress=False)
-    return run_dir
+    return shared(run_dir)
 
 
 FOUR_EPOCHS = ["train.epochs=4", "train.patience=0", "train.keep_checkpoints=4"]
@@ -144,7 +180,7 @@ def four_epoch_run(tiny_data, tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("runs") / "four_epochs"
     train(tiny_config(*FOUR_EPOCHS), tiny_data, run_dir, progress=False)
-    return run_dir
+    return shared(run_dir)
 
 
 @pytest.fixture
@@ -163,7 +199,9 @@ def demo_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     config = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml")
     spec = GenerationSpec(users=3000, movies=500, seed=7)
-    return run_pipeline(config, root / "raw", root / "data", root / "run", generate=spec, evaluate=False, progress=False).run_dir
+    run_dir = run_pipeline(config, root / "raw", root / "data", root / "run", generate=spec, evaluate=False, progress=False).run_dir
+    shared(root)
+    return run_dir
 
 
 # ---------------------------------------------------------------- the daily update's second day
@@ -183,13 +221,13 @@ def day2_raw(tiny_data, tmp_path_factory):
     titles = json.loads(titles_path.read_text())
     titles.update({str(movie): f"A New Movie {movie} (2026)" for movie in NEW_MOVIES})
     titles_path.write_text(json.dumps(titles))
-    return raw
+    return shared(raw)
 
 
 @pytest.fixture(scope="session")
 def day2_data(day2_raw, tiny_data, tmp_path_factory):
-    return preprocess(load_config(None, ["max_seq_length=20"]), str(day2_raw), tmp_path_factory.mktemp("day2") / "data",
-                      vocabulary_from=tiny_data).output_dir
+    return shared(preprocess(load_config(None, ["max_seq_length=20"]), str(day2_raw), tmp_path_factory.mktemp("day2") / "data",
+                             vocabulary_from=tiny_data).output_dir)
 
 
 @pytest.fixture(scope="session")
@@ -198,4 +236,4 @@ def day2_run(tiny_run, day2_data, tmp_path_factory):
     from t4r_app.train.trainer import train
 
     train(tiny_config("train.epochs=6"), day2_data, run_dir, progress=False, init_from=tiny_run)
-    return run_dir
+    return shared(run_dir)

@@ -62,16 +62,16 @@ def test_rows_are_judged_on_validation_by_more_than_one_standard_deviation():
 
 
 def test_a_row_on_other_data_shows_its_own_baselines_and_is_not_judged_against_the_default():
-    temporal = ["split.protocol=temporal"]
+    temporal = ["split.rule=temporal"]
     report = {"data": "d", "seeds": [1, 2, 3], "budget_seconds": None, "fixed_epochs": 7, "commit": "abc1234",
               "variants": [_row("default (bert4rec)", [], [0.11, 0.12, 0.13]), _row("temporal", temporal, [0.2] * 3, 0.07)]}
     table = markdown(report)
     assert "7 epochs of training each" in table
     assert "| temporal | 3 (2) | 5 | 0.2000 ± 0.0000 | other data |" in table
-    assert "| markov (split.protocol=temporal) | | | 0.0700 ± 0.0000 |" in table
-    assert data_overrides(["model.x=1", "split.protocol=temporal", "preprocess.max_seq_length=200"]) == (
-        "preprocess.max_seq_length=200", "split.protocol=temporal")
-    assert data_name(("split.protocol=temporal",)) == "data-protocol-temporal" and data_name(()) == "data"
+    assert "| markov (split.rule=temporal) | | | 0.0700 ± 0.0000 |" in table
+    assert data_overrides(["model.x=1", "split.rule=temporal", "preprocess.max_seq_length=200"]) == (
+        "preprocess.max_seq_length=200", "split.rule=temporal")
+    assert data_name(("split.rule=temporal",)) == "data-rule-temporal" and data_name(()) == "data"
     assert training_overrides(600, None) == ["train.time_budget_s=600"]
     assert "train.min_epochs=7" in training_overrides(600, 7)
 

@@ -34,7 +34,7 @@ def test_help_lists_commands_and_config_keys():
     top = subprocess.run([sys.executable, "-m", "t4r_app", "--help"], capture_output=True, text=True, check=True)
     assert "generate" in top.stdout and "preprocess" in top.stdout
     sub = subprocess.run([sys.executable, "-m", "t4r_app", "preprocess", "--help"], capture_output=True, text=True, check=True)
-    assert "preprocess.on_bad_record (default 'fail')" in sub.stdout and "split.protocol" in sub.stdout
+    assert "preprocess.on_bad_record (default 'fail')" in sub.stdout and "split.rule" in sub.stdout
 
 
 def test_generate_rejects_impossible_sizes(tmp_path, capsys):

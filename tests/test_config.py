@@ -14,8 +14,8 @@ def test_defaults_and_shipped_yaml_agree():
 
 
 def test_overrides_by_path_and_by_unique_name(tmp_path):
-    config = load_config(None, ["split.protocol=temporal", "on_bad_record=skip", "max_seq_length=50", "split.valid_cutoff=10", "split.test_cutoff=20"])
-    assert config.split.protocol == "temporal" and config.split.valid_cutoff == 10
+    config = load_config(None, ["split.rule=temporal", "on_bad_record=skip", "max_seq_length=50", "split.valid_cutoff=10", "split.test_cutoff=20"])
+    assert config.split.rule == "temporal" and config.split.valid_cutoff == 10
     assert config.preprocess.on_bad_record == "skip" and config.preprocess.max_seq_length == 50
 
 
@@ -53,8 +53,22 @@ def test_bad_values_name_the_key(overrides, message):
 
 def test_unknown_yaml_key_is_reported_with_its_path(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("split:\n  protocl: temporal\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'split.protocl' \(did you mean 'protocol'\?\)"):
+    path.write_text("split:\n  rul: temporal\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'split.rul' \(did you mean 'rule'\?\)"):
+        load_config(path)
+
+
+def test_the_split_rule_under_its_old_name_still_loads_with_a_warning(tmp_path):
+    """Every config.yaml saved before the rename says split.protocol; old command lines too."""
+    path = tmp_path / "old.yaml"
+    path.write_text("split:\n  protocol: temporal\n")
+    with pytest.warns(FutureWarning, match="split.protocol is now split.rule"):
+        assert load_config(path).split.rule == "temporal"
+    for override in ("split.protocol=temporal", "protocol=temporal"):
+        with pytest.warns(FutureWarning, match="split.protocol is now split.rule"):
+            assert load_config(None, [override]).split.rule == "temporal"
+    path.write_text("split:\n  protocol: temporal\n  rule: leave_one_out\n")
+    with pytest.raises(ConfigError, match="split.protocol and split.rule are the same setting"):
         load_config(path)
 
 
@@ -68,7 +82,7 @@ def test_missing_or_invalid_file(tmp_path):
 
 
 def test_saved_config_loads_back_to_the_same_values(tmp_path):
-    config = load_config(None, ["split.protocol=temporal", "dask.n_workers=2"])
+    config = load_config(None, ["split.rule=temporal", "dask.n_workers=2"])
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["dask"]["n_workers"] == 2

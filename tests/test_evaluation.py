@@ -192,7 +192,7 @@ def test_baselines_see_the_whole_training_history_never_a_target(tiny_data):
 
 def test_temporal_history_ends_before_the_validation_cutoff(fixture_dataset, tmp_path):
     out = tmp_path / "out"
-    run(fixture_dataset, out, "split.protocol=temporal", "split.valid_cutoff=150", "split.test_cutoff=300", "max_seq_length=3")
+    run(fixture_dataset, out, "split.rule=temporal", "split.valid_cutoff=150", "split.test_cutoff=300", "max_seq_length=3")
     history = training_histories(out)
     lookup = movie_of_item(out)
     # user 3's six movies all come before 150 (train/ keeps the last 3); user 7 has one: too short

@@ -59,18 +59,18 @@ def test_truncation_keeps_most_recent_items(fixture_dataset, tmp_path):
 
 def test_temporal_split_uses_global_cutoffs(fixture_dataset, tmp_path):
     out = tmp_path / "out"
-    result = run(fixture_dataset, out, "split.protocol=temporal", "split.valid_cutoff=150", "split.test_cutoff=300")
+    result = run(fixture_dataset, out, "split.rule=temporal", "split.valid_cutoff=150", "split.test_cutoff=300")
     train, valid, test = (decoded(out, role) for role in ("train", "valid", "test"))
     # user 7: 10@100 14@150 11@200 12@300 13@300 15@400; user 3: all before 150.
     assert train == {3: USER_3}  # user 7 has one item before 150: too short to train on
     assert valid == {7: [10, 14]}  # input [10] (before 150), target 14 (first at/after 150, before 300)
     assert test == {7: [10, 14, 11, 12]}  # input before 300, target 12, the first at 300 in reading order
-    assert result.stats.split == SplitRuleStats(protocol="temporal", valid_cutoff=150, test_cutoff=300)
+    assert result.stats.split == SplitRuleStats(rule="temporal", valid_cutoff=150, test_cutoff=300)
 
 
 def test_temporal_targets_come_after_their_inputs_on_generated_data(generated_small, tmp_path):
     out = tmp_path / "out"
-    result = run(generated_small, out, "split.protocol=temporal")
+    result = run(generated_small, out, "split.rule=temporal")
     valid_cut, test_cut = result.stats.split.valid_cutoff, result.stats.split.test_cutoff
     for role, cutoff in (("valid", valid_cut), ("test", test_cut)):
         frame = read_split(out, role)
@@ -141,7 +141,7 @@ def test_stats_json_keeps_its_keys_and_reads_back():
         "users": 2,
         "items": 30,
         "item_ids": {"padding": 0, "null": 1, "out_of_vocabulary": 2, "first_movie": 3, "last_movie": 32, "mask": 33},
-        "split": {"protocol": "leave_one_out", "valid_cutoff": None, "test_cutoff": None},
+        "split": {"rule": "leave_one_out", "valid_cutoff": None, "test_cutoff": None},
         "splits": {"train": {"sequences": 2, "interactions": 8, "length": {"min": 4, "median": 4.0, "max": 4}}},
         "items_titles_only": 18,
         "timings_s": {"total": 1.5},
@@ -149,6 +149,9 @@ def test_stats_json_keeps_its_keys_and_reads_back():
     stats = PreprocessStats.from_json(saved)
     assert stats.read.records_rejected == {"bad_timestamp": 1} and stats.item_ids == ItemIds.for_movies(30)
     assert json.dumps(stats.to_json()) == json.dumps(saved)  # same keys, same order, same values
+    # stats.json written before the split rule was renamed: its key was "protocol".
+    older = {**saved, "split": {"protocol": "temporal", "valid_cutoff": 10, "test_cutoff": 20}}
+    assert PreprocessStats.from_json(older).split == SplitRuleStats(rule="temporal", valid_cutoff=10, test_cutoff=20)
 
 
 def test_encoding_reserves_padding_and_mask_and_maps_back_to_titles(fixture_dataset, tmp_path):

@@ -21,6 +21,7 @@ import torch
 import tritonclient.grpc.model_config_pb2 as model_config
 import tritonclient.http as httpclient
 from google.protobuf import text_format
+from conftest import shared
 from test_client_imports import heavy_modules_after
 from test_predict import with_seen_rule
 
@@ -56,7 +57,7 @@ SERVER_RSS_GROWTH_BOUND_MB = 512.0
 
 @pytest.fixture(scope="module")
 def strict_run(tiny_run, tmp_path_factory):
-    return with_seen_rule(tiny_run, tmp_path_factory.mktemp("strict") / "run", exclude_seen=True)
+    return shared(with_seen_rule(tiny_run, tmp_path_factory.mktemp("strict") / "run", exclude_seen=True))
 
 
 @pytest.fixture(scope="module")
@@ -134,10 +135,10 @@ def test_the_served_lookup_encodes_exactly_as_the_fitted_workflow(strict_run):
     assert lookup.unknown_item not in lookup.items
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_triton_answers_exactly_what_predict_answers(server, tiny_run, in_process, raw_sessions, protocol):
-    address = server.http_url if protocol == "http" else server.grpc_url
-    client = TritonRecommender(address, tiny_run, protocol)
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_triton_answers_exactly_what_predict_answers(server, tiny_run, in_process, raw_sessions, transport):
+    address = server.http_url if transport == "http" else server.grpc_url
+    client = TritonRecommender(address, tiny_run, transport)
     try:
         assert client.served_top_k() == TOP_K
         assert len(raw_sessions) >= 300
@@ -178,33 +179,33 @@ SERVER_ONLY_CLIENT = """
 import contextlib, json, sys
 from t4r_app.cli import main
 from t4r_app.serve.triton_client import TritonRecommender
-address, protocol, sessions_path, output = sys.argv[1:5]
+address, transport, sessions_path, output = sys.argv[1:5]
 sessions = json.loads(open(sessions_path).read())
-client = TritonRecommender(address, None, protocol)
+client = TritonRecommender(address, None, transport)
 answers = [answer.to_json() for answer in client.recommend(sessions, top_k=%d)]
 client.close()
 with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the answers alone
-    predicted = main(["predict", "--server", address, "--protocol", protocol, "--input", sessions_path + "l",
+    predicted = main(["predict", "--server", address, "--transport", transport, "--input", sessions_path + "l",
                       "--output", output, "--top-k", "%d"])
 print(json.dumps({"answers": answers, "note": client.catalogue_note, "predict_exit": predicted}))
 """ % (TOP_K, TOP_K)
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_a_client_with_only_the_servers_address_answers_as_with_the_run(
-    server, strict_run, in_process, raw_sessions, tmp_path, protocol
+    server, strict_run, in_process, raw_sessions, tmp_path, transport
 ):
-    address = server.http_url if protocol == "http" else server.grpc_url
+    address = server.http_url if transport == "http" else server.grpc_url
     sessions = raw_sessions[:50] + [[], [10**9, -1], raw_sessions[2] + [10**9]]
     (tmp_path / "s.json").write_text(json.dumps(sessions))
     (tmp_path / "s.jsonl").write_text("".join(json.dumps({"session_id": i, "movieIndices": s}) + "\n" for i, s in enumerate(sessions)))
-    arguments = [address, protocol, str(tmp_path / "s.json"), str(tmp_path / "p.jsonl")]
+    arguments = [address, transport, str(tmp_path / "s.json"), str(tmp_path / "p.jsonl")]
     heavy, printed = heavy_modules_after(SERVER_ONLY_CLIENT, arguments)
     assert heavy == []  # neither torch nor Merlin: the client needs only the server
     remote = json.loads(printed)
     assert remote["note"] == ""  # the ensemble carries its catalogue: nothing is missing
     assert remote["predict_exit"] == 0  # `t4r-app predict --server` without --run
-    client = TritonRecommender(address, strict_run, protocol)
+    client = TritonRecommender(address, strict_run, transport)
     try:
         with_run = [answer.to_json() for answer in client.recommend(sessions, top_k=TOP_K)]
     finally:
@@ -342,10 +343,10 @@ def test_the_load_bench_traffic_is_answered_as_it_expects(server, raw_sessions):
 EXTREME_IDS = [2**63 - 1, -(2**63), 2**62, -(2**40), -1, 10**12]
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_ids_far_outside_the_catalogue_are_unknown_movies(server, tiny_run, in_process, raw_sessions, protocol):
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_ids_far_outside_the_catalogue_are_unknown_movies(server, tiny_run, in_process, raw_sessions, transport):
     sessions = [EXTREME_IDS, [2**63 - 1], [-(2**63)], raw_sessions[5] + EXTREME_IDS, EXTREME_IDS + raw_sessions[6]]
-    client = TritonRecommender(server.http_url if protocol == "http" else server.grpc_url, tiny_run, protocol)
+    client = TritonRecommender(server.http_url if transport == "http" else server.grpc_url, tiny_run, transport)
     started = time.monotonic()
     try:
         answers = client.recommend(sessions, top_k=TOP_K)
@@ -360,9 +361,9 @@ def test_ids_far_outside_the_catalogue_are_unknown_movies(server, tiny_run, in_p
     assert server.ready()
 
 
-def _timed_answers(server, tiny_run, sessions, protocol="http"):
+def _timed_answers(server, tiny_run, sessions, transport="http"):
     """The server's answers, seconds taken, and the server's memory (MB) before and after."""
-    client = TritonRecommender(server.http_url if protocol == "http" else server.grpc_url, tiny_run, protocol)
+    client = TritonRecommender(server.http_url if transport == "http" else server.grpc_url, tiny_run, transport)
     rss_before, started = server.rss_mb(), time.monotonic()
     try:
         answers = client.recommend(sessions, top_k=TOP_K)
@@ -405,7 +406,7 @@ def test_hundred_thousand_movies_in_one_session_are_answered(server, tiny_run, i
 def test_cli_talks_to_the_server(server, strict_run, in_process, raw_sessions, tmp_path, capsys):
     source = tmp_path / "s.jsonl"
     source.write_text("".join(json.dumps({"session_id": i, "movieIndices": s}) + "\n" for i, s in enumerate(raw_sessions[:20])))
-    assert main(["predict", "--run", str(strict_run), "--input", str(source), "--output", str(tmp_path / "remote.jsonl"), "--server", server.grpc_url, "--protocol", "grpc"]) == 0
+    assert main(["predict", "--run", str(strict_run), "--input", str(source), "--output", str(tmp_path / "remote.jsonl"), "--server", server.grpc_url, "--transport", "grpc"]) == 0
     assert "left out of its recommendations (the server's rule, set at export)" in capsys.readouterr().out
     assert main(["predict", "--run", str(strict_run), "--input", str(source), "--output", str(tmp_path / "local.jsonl")]) == 0
     remote = [json.loads(line) for line in (tmp_path / "remote.jsonl").read_text().splitlines()]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run, tiny_config
+from conftest import run, shared, tiny_config
 from themed_titles import COOKING_MOVIES, NEW_COOKING, NEW_SPACE, SPACE_MOVIES, write_themed_dataset
 
 from t4r_app.cli import main
@@ -16,7 +16,7 @@ from t4r_app.data.item_sequences import ItemSequences
 from t4r_app.data.title_vectors import CACHE_FILE, TitleVectors, is_placeholder, load_title_vectors
 from t4r_app.errors import ConfigError, RunError
 from t4r_app.evaluate.baselines import TitlePopularity
-from t4r_app.evaluate.protocol import evaluate_run, target_slices
+from t4r_app.evaluate.protocol import evaluate_results, target_slices
 from t4r_app.model.architecture import build_model, item_schema, vocabulary_size
 from t4r_app.data.split_views import training_histories, withheld_movies
 from t4r_app.model.saved_run import load_run, load_schema
@@ -35,7 +35,10 @@ def themed_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("themed")
     write_themed_dataset(root / "raw")
     run(root / "raw", root / "data", f"max_seq_length={WINDOW}")
-    return root / "data"
+    # The title-vector cache is written into DATA_DIR on first use: written here, so the shared
+    # folder is whole before any test reads it.
+    load_title_vectors(root / "data", vocabulary_size(load_schema(root / "data" / "train")), progress=False)
+    return shared(root / "data")
 
 
 def _train(data, run_dir, *overrides):
@@ -52,7 +55,7 @@ def feature_run(themed_data, tmp_path_factory):
     """
     run_dir = tmp_path_factory.mktemp("feature") / "run"
     overrides = ["model.title_embeddings=feature", "train.withhold_movies=0.1", "train.epochs=10", "train.eval_every_epochs=10"]
-    return _train(themed_data, run_dir, *overrides)
+    return shared(_train(themed_data, run_dir, *overrides))
 
 
 def _item_ids(data_dir, movies):
@@ -156,7 +159,7 @@ def test_withheld_movies_are_cold_for_training_and_evaluation(feature_run, theme
     assert len(withheld) == round(0.1 * 24)
     assert not np.isin(training_histories(themed_data, withheld).values, withheld).any()
     assert np.isin(training_histories(themed_data).values, withheld).any()
-    results = evaluate_run(feature_run, progress=False).to_json()  # eval.json's structure
+    results = evaluate_results(feature_run, progress=False).to_json()  # eval.json's structure, not written into the shared run
     test = results["test"]
     assert set(test["baselines"]) == {"most_popular", "markov", "title_popularity"}
     counts = np.bincount(training_histories(themed_data, withheld).values, minlength=len(load_run(feature_run).features.trained))

@@ -15,7 +15,7 @@ import numpy as np
 from workflow.list_columns import count_per_row
 
 ROLES = ("train", "valid", "test")
-PROTOCOLS = ("leave_one_out", "temporal")
+SPLIT_RULES = ("leave_one_out", "temporal")
 # A training example needs one item to mask and one to see; an evaluation example needs one
 # input item before its target.
 MIN_EXAMPLE_LENGTH = 2
@@ -23,16 +23,16 @@ MIN_EXAMPLE_LENGTH = 2
 
 @dataclass(frozen=True)
 class SplitRule:
-    protocol: str
+    name: str  # one of SPLIT_RULES
     max_length: int
     valid_cutoff: int | None = None  # temporal only: first Unix second of the validation period
     test_cutoff: int | None = None  # temporal only: first Unix second of the test period
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown split protocol {self.protocol!r}; use one of {PROTOCOLS}")
-        if self.protocol == "temporal" and (self.valid_cutoff is None or self.test_cutoff is None):
-            raise ValueError("the temporal protocol needs valid_cutoff and test_cutoff")
+        if self.name not in SPLIT_RULES:
+            raise ValueError(f"unknown split rule {self.name!r}; use one of {SPLIT_RULES}")
+        if self.name == "temporal" and (self.valid_cutoff is None or self.test_cutoff is None):
+            raise ValueError("the temporal split rule needs valid_cutoff and test_cutoff")
 
 
 def example_bounds(
@@ -42,7 +42,7 @@ def example_bounds(
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; use one of {ROLES}")
     lengths = np.diff(offsets)
-    if rule.protocol == "leave_one_out":
+    if rule.name == "leave_one_out":
         stop = lengths - {"train": 2, "valid": 1, "test": 0}[role]
         keep = np.ones(len(lengths), dtype=bool)
     elif role == "train":

@@ -6,7 +6,7 @@ Outputs under DATA_DIR::
     sequences/         every user's (or record's) encoded, time-ordered sequence
     categories/        Categorify's fitted vocabulary, which the schemas point to
     workflow/          the fitted NVTabular workflow (reloadable with nvt.Workflow.load)
-    train/ valid/ test/  the examples of the split protocol, with the merlin schema
+    train/ valid/ test/  the examples of the split rule, with the merlin schema
     item_mapping.parquet  item_id <-> movie_index <-> title, with interaction counts; movies
                        only in the titles file come last, with 0 interactions
     stats.json         counts that reconcile from records read to examples written
@@ -294,11 +294,11 @@ def preprocess(
         stages.update()
         timings["sequences"] = time.perf_counter() - stage_started
 
-        if config.split.protocol == "temporal":
+        if config.split.rule == "temporal":
             valid_cutoff, test_cutoff = _temporal_cutoffs(config, output / "interactions")
         else:
             valid_cutoff = test_cutoff = None
-        rule = SplitRule(config.split.protocol, config.preprocess.max_seq_length, valid_cutoff, test_cutoff)
+        rule = SplitRule(config.split.rule, config.preprocess.max_seq_length, valid_cutoff, test_cutoff)
         sequences = nvt.Dataset(str(sequences_dir / "*.parquet"), engine="parquet", cpu=True, schema=sequence_workflow.output_schema)
         for role in ROLES:
             stage_started = time.perf_counter()
@@ -318,7 +318,7 @@ def preprocess(
         kept=_count_kept(output / "sequences", config.preprocess.min_sequence_length, read_stats),
         items=len(mapping),
         item_ids=ItemIds.for_movies(len(mapping)),
-        split=SplitRuleStats(config.split.protocol, valid_cutoff, test_cutoff),
+        split=SplitRuleStats(config.split.rule, valid_cutoff, test_cutoff),
         splits={role: _split_stats(output / role) for role in ROLES},
         items_titles_only=title_only,
         items_new=new_watched + title_only if previous is not None else None,
@@ -395,7 +395,7 @@ def format_summary(stats: PreprocessStats) -> str:
         f"(item ids {ids.first_movie}..{ids.last_movie}, padding {ids.padding}, mask {ids.mask})",
         *([f"vocabulary      the previous DATA_DIR's ids kept; {stats.items_new:,} new movies after them"]
           if stats.items_new is not None else []),
-        f"protocol        {stats.split.protocol}",
+        f"split rule      {stats.split.rule}",
         "split      sequences  interactions  length min / median / max",
     ]
     for role, split in stats.splits.items():

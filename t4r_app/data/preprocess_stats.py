@@ -78,11 +78,17 @@ class ItemIds:
 
 @dataclass(frozen=True)
 class SplitRuleStats:
-    """The split protocol and the temporal cut-offs it used (None under leave_one_out)."""
+    """The split rule and the temporal cut-offs it used (None under leave_one_out)."""
 
-    protocol: str
+    rule: str
     valid_cutoff: int | None
     test_cutoff: int | None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SplitRuleStats":
+        # stats.json written before the split rule had its own name says "protocol".
+        rule = data["rule"] if "rule" in data else data["protocol"]
+        return cls(rule, data["valid_cutoff"], data["test_cutoff"])
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,7 @@ class PreprocessStats:
             ),
             items=data["items"],
             item_ids=ItemIds(**data["item_ids"]),
-            split=SplitRuleStats(**data["split"]),
+            split=SplitRuleStats.from_json(data["split"]),
             splits={
                 role: SplitStats(split["sequences"], split["interactions"], LengthSummary(**split["length"]))
                 for role, split in data["splits"].items()

@@ -40,7 +40,7 @@ def _sequences_and_rule(data_dir: Path, key: str | None = None):
     table = read_parquet_columns(data_dir / SEQUENCES_DIR, columns)
     items, times = list_sequences(table[ITEM_LIST]), list_sequences(table[TIME_LIST])
     keys = table[key].to_numpy().astype(np.int64) if key else None
-    return items, times, keys, SplitRule(split.protocol, UNCAPPED, split.valid_cutoff, split.test_cutoff)
+    return items, times, keys, SplitRule(split.rule, UNCAPPED, split.valid_cutoff, split.test_cutoff)
 
 
 def sequence_key_column(data_dir: Path) -> str:

@@ -112,7 +112,7 @@ def encode_request(sessions: Sequence[Sequence[int]], batched: bool = False) -> 
     ``batched``: with the leading batch dimension of 1 that an ensemble batching requests on the
     server takes (values ``[1, movies]``, offsets ``[1, sessions + 1]``).
     """
-    # Imported here, where a request is built: importing the protocol stays numpy-light.
+    # Imported here, where a request is built: importing the contract stays numpy-light.
     from workflow.list_columns import to_flat
 
     values, offsets = to_flat(sessions)

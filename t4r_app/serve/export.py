@@ -1,12 +1,12 @@
-"""Export a run as a Triton model repository: the NVTabular serving workflow, then BERT4Rec.
+"""Export a run as a Triton model repository: the NVTabular serving workflow, then the model.
 
 The request carries raw movie ids (``movieIndices``, one list per session, many sessions
 per request); the response carries the top-k raw movie ids (``movie_ids``) and their
 scores (``scores``). The serving workflow is the fitted Categorify of the ETL (raw ids to
-item ids, unknown ids to OOV); the model is traced in eval mode in T4R's inference mode, which
-appends [MASK] after each session's last item. ``TopKRanker`` cuts each session to the model's
-window minus the [MASK] position, as in ``predict``, and sees the whole session for the
-seen-movie rule.
+item ids, unknown ids to OOV); the model is traced in eval mode in T4R's inference mode (for
+BERT4Rec, [MASK] appended after each session's last item). ``TopKRanker`` cuts each session to
+what the model reads (``LoadedRun.session_length``), as in ``predict``, and sees the whole
+session for the seen-movie rule.
 
 The run's seen-movie rule (or the ``exclude_seen`` given to ``export_run``) is baked into the
 ensemble and written to the model's config as the ``exclude_seen`` parameter. The movies a
@@ -71,7 +71,7 @@ REQUESTS_PER_PASS = 64  # the most requests the server merges into one pass of t
 
 
 class NextItemLogits(torch.nn.Module):
-    """BERT4Rec in inference mode as a plain tensor-in, tensor-out module that tracing accepts."""
+    """The model (BERT4Rec or SASRec) in inference mode as a plain tensor-in, tensor-out module that tracing accepts."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()

@@ -7,9 +7,9 @@ Triton ensemble (which uses ``TopKRanker`` too):
   where the answer has room for it);
 * a session with no known movie (empty, or all unknown) gets the most popular movies, with
   ``fallback: most_popular`` and popularity shares as scores (these two rules are
-  ``protocol.split_session`` and ``protocol.fallback_for``, which the Triton client applies too);
-* a session longer than the model's window keeps its most recent ``max_seq_length - 1``
-  movies, the position [MASK] takes after them being the last one seen in training.
+  ``contract.split_session`` and ``contract.fallback_for``, which the Triton client applies too);
+* a session longer than the model reads keeps its most recent ``LoadedRun.session_length``
+  movies (BERT4Rec: the window less the position [MASK] takes after them).
 
 Whether a session's own movies are left out is the run's rule (``run_exclude_seen``: decided
 from ``serve.exclude_seen`` and the data when the model was saved); a caller may override it.

@@ -1,4 +1,4 @@
-"""The serving protocol without a server: request checks, request splitting, client errors.
+"""The client/server contract (``serve/contract.py``) without a server: request checks, request splitting, client errors.
 
 Fast on purpose (``tests/test_serving.py``, which starts tritonserver, is marked slow), so
 ``make test-fast`` keeps these rules checked.
