@@ -12,7 +12,7 @@ import pytest
 
 from t4r_app.data.item_sequences import read_split
 from t4r_app.evaluate.baselines import MostPopular, item_counts
-from t4r_app.evaluate.protocol import EvalSet, evaluate_run, evaluate_scorer, make_eval_set, model_scorer
+from t4r_app.evaluate.protocol import EvalSet, evaluate_results, evaluate_scorer, make_eval_set, model_scorer
 from t4r_app.model.architecture import vocabulary_size
 from t4r_app.model.saved_run import load_run
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.quality]
 
 
 def test_model_beats_most_popular_and_markov_on_test(demo_run):
-    results = evaluate_run(demo_run, progress=False)
+    results = evaluate_results(demo_run, progress=False)  # not written: demo_run is shared
     test = results.splits["test"]
     model = test.model.full.ndcg[10]
     assert model > test.baselines["most_popular"].full.ndcg[10]
