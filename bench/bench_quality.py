@@ -274,12 +274,21 @@ def training_length(report: dict) -> str:
     return f"{report['budget_seconds']:.0f} s of training each"
 
 
+def how_run(report: dict) -> str:
+    """Jobs and torch threads: with the seed they fix a run's result (other threads, other sums)."""
+    machine = report.get("machine")
+    if not machine:
+        return ""
+    threads = machine["torch_threads_per_job"]
+    return f", {machine['jobs']} job(s) of {threads} torch thread{'s' if threads > 1 else ''} on {machine['cpus']} cores"
+
+
 def markdown(report: dict) -> str:
     """The README's table: every row a mean ± sd over the report's seeds, with the baselines of
     each data set the rows were evaluated on, and each row's validation against the default's."""
     lines = [
         f"{report['data']}; {len(report['seeds'])} seeds ({', '.join(map(str, report['seeds']))}), "
-        f"{training_length(report)}, commit {report['commit']}.",
+        f"{training_length(report)}{how_run(report)}, commit {report['commit']}.",
         "",
         "| variant | epochs (best) | train s | valid NDCG@10 all | valid vs default | test NDCG@10 all | "
         "test NDCG@10 unseen | test HR@10 all | test HR@10 unseen |",

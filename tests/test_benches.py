@@ -64,9 +64,10 @@ def test_rows_are_judged_on_validation_by_more_than_one_standard_deviation():
 def test_a_row_on_other_data_shows_its_own_baselines_and_is_not_judged_against_the_default():
     temporal = ["split.rule=temporal"]
     report = {"data": "d", "seeds": [1, 2, 3], "budget_seconds": None, "fixed_epochs": 7, "commit": "abc1234",
+              "machine": {"cpus": 2, "jobs": 2, "torch_threads_per_job": 1},
               "variants": [_row("default (bert4rec)", [], [0.11, 0.12, 0.13]), _row("temporal", temporal, [0.2] * 3, 0.07)]}
     table = markdown(report)
-    assert "7 epochs of training each" in table
+    assert "7 epochs of training each (best validation kept), 2 job(s) of 1 torch thread on 2 cores, commit abc1234." in table
     assert "| temporal | 3 (2) | 5 | 0.2000 ± 0.0000 | other data |" in table
     assert "| markov (split.rule=temporal) | | | 0.0700 ± 0.0000 |" in table
     assert data_overrides(["model.x=1", "split.rule=temporal", "preprocess.max_seq_length=200"]) == (
