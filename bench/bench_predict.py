@@ -107,10 +107,6 @@ def main() -> None:
     write_report(report, args.output)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def markdown(report: dict) -> str:
     """The README's batch table: sessions, time, throughput and peak memory per command."""
     lines = [
@@ -124,3 +120,7 @@ def markdown(report: dict) -> str:
     evaluated = report["evaluate"]
     lines.append(f"| evaluate (test split) | | {evaluated['seconds']:,.0f} | | {evaluated['peak_rss_mb']:,.0f} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

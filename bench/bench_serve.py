@@ -236,7 +236,7 @@ def measure_catalogue(movies: int, work: Path, target: str, seconds: float, inst
     print(f"{movies} movies, breakdown:", json.dumps(entry["breakdown"]), flush=True)
     entry["triton"] = through_triton(work, repository, run_dir, sessions, seconds)
     entry["without_dynamic_batching"] = without_dynamic_batching(work, run_dir, sessions, target, seconds, instances)
-    one = next(t for t in entry["triton"]["client"] if (_transport(t), t["sessions_per_request"], t["concurrency"]) == ("http", 1, 1))
+    one = next(t for t in entry["triton"]["client"] if (t["transport"], t["sessions_per_request"], t["concurrency"]) == ("http", 1, 1))
     entry["p50_ratio_triton_http_over_in_process"] = round(one["p50_ms"] / entry["in_process"]["sessions_1"]["p50_ms"], 2)
     return entry
 
@@ -264,10 +264,6 @@ def main() -> None:
     for movies in (int(size) for size in args.items.split(",")):
         report["catalogues"].append(measure_catalogue(movies, work / str(movies), args.target, args.seconds, args.instances))
         write_report(report, args.output)  # after each size: a long run keeps what it has measured
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _transport(test: dict) -> str:
@@ -329,3 +325,7 @@ def markdown(report: dict) -> str:
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from t4r_app.data.item_sequences import read_split
+from t4r_app.evaluate.metrics import ndcg_per_row
 from t4r_app.model.saved_run import ITEM_MAPPING
 
 CHUNK = 512  # sessions answered at a time
@@ -85,9 +86,9 @@ def compare_update(old_run: str | Path, new_run: str | Path, old_data: str | Pat
         values = ranks[name] if rows is None else ranks[name][rows]
         return round(float((values > 0).mean()), 4) if len(values) else 0.0
 
-    def ndcg(name: str) -> float:  # one target: 1 / log2(rank + 1) in the top k, else 0
-        values = ranks[name].astype(np.float64)
-        return round(float(np.where(values > 0, 1.0 / np.log2(np.maximum(values, 1.0) + 1.0), 0.0).mean()), 4) if len(values) else 0.0
+    def ndcg(name: str) -> float:
+        values = np.where(ranks[name] > 0, ranks[name], k + 1)  # a miss ranks below the top k
+        return round(float(ndcg_per_row(values, k).mean()), 4) if len(values) else 0.0
 
     return UpdateQuality(
         k=k,
