@@ -67,7 +67,7 @@ ml100k: $(SETUP)  ## fetch MovieLens-100K (RecBole's wheel on PyPI) and import i
 test: $(SETUP)  ## the test suite, slow tests included, the demo's quality verdict left to test-quality (what .ci/run runs first)
 	$(VENV_PYTHON) -m pytest -q -m "not quality"
 
-test-quality: $(SETUP)  ## the demo's quality verdict: its configuration trained 100 epochs beats MostPopular and Markov, and only for real reasons (about 7 min; .ci/run runs it after test)
+test-quality: $(SETUP)  ## the demo's quality verdict: its configuration trained 100 epochs beats MostPopular and Markov, and only for real reasons (about 6 min; .ci/run runs it after test)
 	$(VENV_PYTHON) -m pytest -q -m quality
 
 test-fast: $(SETUP)  ## the tests not marked slow: tiny models only, no demo training, tritonserver, torchrun or dask cluster (under a minute)
